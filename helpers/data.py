@@ -1,0 +1,422 @@
+"""Data loaders for both papers.
+
+Every loader first looks in the data folder named by ``HELPERS_DATA_DIR`` (CI points it at
+``../shared/data``; its README lists the formats) and otherwise loads from the Hugging Face hub with
+``datasets``. When neither works, :class:`DataNotAvailableError` says exactly how to get the data.
+
+Records are plain dicts, so they print, serialise and compare easily:
+
+* GSM8K: ``{"question", "answer", "gold"}`` (``gold`` is the number after ``####``)
+* SST-2 / TREC / SNIPS / CaseHOLD: ``{"text", "label"}`` with ``label`` a string from ``LABELS[name]``
+* SafeEdit: the official JSON schema (see :data:`SAFEEDIT_FIELDS`)
+"""
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import data_dir
+from .io import atomic_write_json
+
+
+class DataNotAvailableError(FileNotFoundError):
+    """Neither the data folder nor the hub has the data; the message says how to get it."""
+
+
+class SafeEditFormatError(ValueError):
+    """A SafeEdit file that does not follow the official schema (names file, record and field)."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generic plumbing
+# ----------------------------------------------------------------------------------------------------
+def _local(*parts: str) -> Path | None:
+    root = data_dir()
+    if root is None:
+        return None
+    path = root.joinpath(*parts)
+    return path if path.exists() else None
+
+
+def _from_hub(hub_id: str, *args, what: str, local_hint: str, **kwargs):
+    try:
+        import datasets  # noqa: F401
+        from datasets import load_dataset
+    except ImportError as err:  # pragma: no cover
+        raise DataNotAvailableError(_how_to_get(what, local_hint, hub_id)) from err
+    try:
+        return load_dataset(hub_id, *args, **kwargs)
+    except Exception as err:  # network errors, gated datasets, unknown ids …
+        raise DataNotAvailableError(_how_to_get(what, local_hint, hub_id) + f" (hub error: {type(err).__name__})") from err
+
+
+def _how_to_get(what: str, local_hint: str, hub_id: str | None) -> str:
+    where = data_dir()
+    folder = f"HELPERS_DATA_DIR={where}" if where else "HELPERS_DATA_DIR is not set"
+    hub = (f" or make the Hugging Face hub reachable to load {hub_id!r}" if hub_id
+           else " (it is not on the hub in a form this loader reads)")
+    return (f"{what} is not available ({folder}). Set HELPERS_DATA_DIR to a folder containing {local_hint} "
+            f"(the course's shared data folder, e.g. `export HELPERS_DATA_DIR=../shared/data`){hub}.")
+
+
+def _check_split(split: str, allowed: tuple[str, ...], what: str) -> None:
+    if split not in allowed:
+        raise ValueError(f"{what}: unknown split {split!r}; choose one of {allowed}")
+
+
+def _limit(records: list[dict], limit: int | None) -> list[dict]:
+    return records if limit is None else records[:limit]
+
+
+# ----------------------------------------------------------------------------------------------------
+# GSM8K and answer extraction
+# ----------------------------------------------------------------------------------------------------
+_NUMBER = re.compile(r"(?<![\w.])-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w])|(?<![\w.])-?\$?\.\d+")
+
+
+def normalize_number(text: str) -> str | None:
+    """``"$1,234.50"`` → ``"1234.5"``, ``"-3.0"`` → ``"-3"``; ``None`` when ``text`` is no number."""
+    cleaned = text.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
+    if cleaned.startswith("-$"):
+        cleaned = "-" + cleaned[2:]
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        return None
+    if not value.is_finite():
+        return None
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def extract_gold(answer: str) -> str:
+    """The gold answer of a GSM8K solution: the number after ``####``."""
+    if "####" not in answer:
+        raise ValueError(f"GSM8K answer has no '####' marker: {answer[-80:]!r}")
+    value = normalize_number(answer.split("####")[-1])
+    if value is None:
+        raise ValueError(f"GSM8K answer has no number after '####': {answer[-80:]!r}")
+    return value
+
+
+def extract_prediction(text: str | None) -> str | None:
+    """The number a model's answer commits to, or ``None`` when it gives no number.
+
+    Order of preference: the number after ``####``; after "the answer is" / "answer:"; inside
+    ``\\boxed{}``; otherwise the last number in the text. Commas, ``$``, negatives and decimals are
+    handled, so ``"The answer is $1,250.00."`` gives ``"1250"``.
+    """
+    if not text:
+        return None
+    candidates = []
+    if "####" in text:
+        candidates.append(text.split("####")[-1])
+    match = list(re.finditer(r"answer\s*(?:is|:|=)\s*:?\s*(.{0,40})", text, flags=re.IGNORECASE))
+    if match:
+        candidates.append(match[-1].group(1))
+    boxed = re.findall(r"\\boxed\{([^}]*)\}", text)
+    if boxed:
+        candidates.append(boxed[-1])
+    for chunk in candidates:
+        numbers = _NUMBER.findall(chunk)
+        if numbers:
+            value = normalize_number(numbers[0])
+            if value is not None:
+                return value
+    numbers = _NUMBER.findall(text)
+    for raw in reversed(numbers):
+        value = normalize_number(raw)
+        if value is not None:
+            return value
+    return None
+
+
+def answers_match(prediction: str | None, gold: str) -> bool:
+    """Numeric equality of an extracted prediction and a gold answer."""
+    if prediction is None:
+        return False
+    try:
+        return Decimal(prediction) == Decimal(gold)
+    except InvalidOperation:
+        return False
+
+
+def load_gsm8k(split: str = "train", limit: int | None = None) -> list[dict]:
+    """GSM8K as ``[{"question", "answer", "gold"}]`` (train 7,473; the data folder's test has 1,000)."""
+    _check_split(split, ("train", "test"), "GSM8K")
+    path = _local("gsm8k", f"{split}.jsonl")
+    if path is not None:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        ds = _from_hub("openai/gsm8k", "main", split=split, what="GSM8K", local_hint="gsm8k/{train,test}.jsonl")
+        rows = [dict(r) for r in ds]
+    records = [{"question": r["question"], "answer": r["answer"], "gold": extract_gold(r["answer"])} for r in rows]
+    return _limit(records, limit)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Classification data sets
+# ----------------------------------------------------------------------------------------------------
+TREC_COARSE = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]  # the hub's coarse_label order
+SNIPS_INTENTS = ["AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook",
+                 "SearchCreativeWork", "SearchScreeningEvent"]
+LABELS: dict[str, list[str]] = {
+    "sst2": ["negative", "positive"],
+    "trec": TREC_COARSE,
+    "snips": SNIPS_INTENTS,
+    "casehold": ["0", "1", "2", "3", "4"],
+}
+
+
+def load_sst2(split: str = "train", limit: int | None = None) -> list[dict]:
+    """SST-2 as ``[{"text", "label"}]``, label ``negative``/``positive``.
+
+    ``train`` is GLUE's training set (phrases; ``train.tsv`` + ``dev.tsv`` of the data folder),
+    ``test`` is GLUE's validation set (872 sentences), as in most papers.
+    """
+    _check_split(split, ("train", "test"), "SST-2")
+    files = ["train.tsv", "dev.tsv"] if split == "train" else ["test.tsv"]
+    paths = [_local("sst2", f) for f in files]
+    records = []
+    if all(p is not None for p in paths):
+        for path in paths:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            for line in lines[1:]:
+                if not line.strip():
+                    continue
+                sentence, label = line.rsplit("\t", 1)
+                records.append({"text": sentence.strip(), "label": LABELS["sst2"][int(label)]})
+    else:
+        ds = _from_hub("stanfordnlp/sst2", split="train" if split == "train" else "validation",
+                       what="SST-2", local_hint="sst2/{train,dev,test}.tsv")
+        records = [{"text": r["sentence"].strip(), "label": LABELS["sst2"][int(r["label"])]} for r in ds]
+    return _limit(records, limit)
+
+
+def load_trec(split: str = "train", limit: int | None = None) -> list[dict]:
+    """TREC question classification, 6 coarse classes (``ABBR``, ``ENTY``, ``DESC``, ``HUM``, ``LOC``, ``NUM``)."""
+    _check_split(split, ("train", "test"), "TREC")
+    path = _local("trec", f"{split}.txt")
+    if path is not None:
+        records = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            tag, question = line.split(" ", 1)
+            records.append({"text": question.strip(), "label": tag.split(":")[0]})
+    else:
+        ds = _from_hub("CogComp/trec", split=split, what="TREC", local_hint="trec/{train,test}.txt")
+        records = [{"text": r["text"], "label": TREC_COARSE[int(r["coarse_label"])]} for r in ds]
+    return _limit(records, limit)
+
+
+def load_snips(split: str = "train", limit: int | None = None) -> list[dict]:
+    """SNIPS intents (7 classes), from the data folder only (JointBERT split: 13,084 / 700 / 700)."""
+    _check_split(split, ("train", "dev", "test"), "SNIPS")
+    seq, lab = _local("snips", split, "seq.in"), _local("snips", split, "label")
+    if seq is None or lab is None:
+        raise DataNotAvailableError(_how_to_get("SNIPS", "snips/{train,dev,test}/{seq.in,label}", None))
+    texts = seq.read_text(encoding="utf-8").splitlines()
+    labels = lab.read_text(encoding="utf-8").splitlines()
+    if len(texts) != len(labels):
+        raise ValueError(f"{seq.parent}: seq.in has {len(texts)} lines but label has {len(labels)}")
+    records = [{"text": t.strip(), "label": l.strip()} for t, l in zip(texts, labels) if t.strip()]
+    return _limit(records, limit)
+
+
+def load_casehold(split: str = "train", limit: int | None = None) -> list[dict]:
+    """CaseHOLD (hub only): ``{"text": citing prompt, "choices": [5 holdings], "label": "0".."4"}``."""
+    _check_split(split, ("train", "validation", "test"), "CaseHOLD")
+    ds = _from_hub("casehold/casehold", "all", split=split, what="CaseHOLD", local_hint="(nothing: hub only)")
+    records = [{"text": r["citing_prompt"], "choices": [r[f"holding_{i}"] for i in range(5)], "label": str(r["label"])}
+               for r in ds]
+    return _limit(records, limit)
+
+
+CLASSIFICATION_LOADERS: dict[str, Callable[..., list[dict]]] = {
+    "sst2": load_sst2, "trec": load_trec, "snips": load_snips, "casehold": load_casehold,
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# General-performance data (SafeEdit's KQA / Csum) and instruction data (D_cons)
+# ----------------------------------------------------------------------------------------------------
+def load_triviaqa(limit: int | None = None) -> list[dict]:
+    """TriviaQA questions ``{"question", "answer", "aliases"}`` (data folder: 3,000 validation questions)."""
+    path = _local("triviaqa", "triviaqa_sm_sub.jsonl")
+    records = []
+    if path is not None:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                question = r["context"].removeprefix("Question:").removesuffix("Answer:").strip()
+                records.append({"question": question, "answer": r["answer"], "aliases": list(r["aliases"])})
+    else:
+        ds = _from_hub("mandarjoshi/trivia_qa", "rc.nocontext", split="validation", what="TriviaQA",
+                       local_hint="triviaqa/triviaqa_sm_sub.jsonl")
+        records = [{"question": r["question"], "answer": r["answer"]["value"], "aliases": list(r["answer"]["aliases"])}
+                   for r in ds]
+    return _limit(records, limit)
+
+
+def load_xsum(limit: int | None = None) -> list[dict]:
+    """XSum articles ``{"id", "document", "summary"}`` (data folder: 1,000 test articles)."""
+    path = _local("xsum", "xsum_test_1000.jsonl")
+    if path is not None:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        ds = _from_hub("EdinburghNLP/xsum", split="test", what="XSum", local_hint="xsum/xsum_test_1000.jsonl")
+        records = [{"id": r["id"], "document": r["document"], "summary": r["summary"]} for r in ds]
+    return _limit(records, limit)
+
+
+def load_instructions(limit: int | None = None) -> list[dict]:
+    """Instruction-following pairs ``{"instruction", "input", "output"}`` (Alpaca-style)."""
+    path = _local("instructions", "alpaca_libre_ok.jsonl")
+    if path is not None:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        rows = [dict(r) for r in _from_hub("tatsu-lab/alpaca", split="train", what="Instruction data",
+                                            local_hint="instructions/alpaca_libre_ok.jsonl")]
+    records = [{"instruction": r["instruction"], "input": r.get("input", ""), "output": r["output"]} for r in rows]
+    return _limit(records, limit)
+
+
+# ----------------------------------------------------------------------------------------------------
+# SafeEdit (official JSON schema)
+# ----------------------------------------------------------------------------------------------------
+SAFEEDIT_CATEGORIES = [
+    "illegal activities", "physical harm", "offensiveness", "unfairness and bias", "ethics and morality",
+    "Political Sensitivity", "mental harm", "privacy and property", "Pornography",
+]
+#: Top-level fields of a SafeEdit record and their types.
+SAFEEDIT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": int,
+    "unsafety category": str,
+    "adversarial prompt": str,
+    "question": str,
+    "attack category": str,
+    "attack name": str,
+    "unsafe generation": str,
+    "safe generation": str,
+    "knowledge constrain": dict,
+}
+#: Fields inside ``generalization test`` (present in test/validation records, absent in train records).
+GENERALIZATION_FIELDS: dict[str, type] = {
+    "test input of only harmful question": str,
+    "test input of other attack prompt input": str,
+    "attack_category": str,
+    "attack_name": str,
+    "test input of other question input": str,
+    "test input of other questions and attack prompts": str,
+}
+KNOWLEDGE_FIELDS: dict[str, type] = {"prompt": str, "answer": str}
+#: The five evaluation inputs of a record: metric name → field (``None``: top-level adversarial prompt).
+SAFEEDIT_INPUTS = {
+    "DS": ("adversarial prompt",),
+    "DG_onlyQ": ("generalization test", "test input of only harmful question"),
+    "DG_otherA": ("generalization test", "test input of other attack prompt input"),
+    "DG_otherQ": ("generalization test", "test input of other question input"),
+    "DG_otherAQ": ("generalization test", "test input of other questions and attack prompts"),
+}
+
+
+def _type_name(t) -> str:
+    return " or ".join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
+
+
+def validate_safeedit_record(record: Any, *, source: str = "<records>", index: int = 0,
+                             require_generalization: bool = False) -> None:
+    """Raise :class:`SafeEditFormatError` naming ``source``, the record id and the field if ``record`` is bad."""
+    if not isinstance(record, dict):
+        raise SafeEditFormatError(f"{source}: record #{index} is a {type(record).__name__}, expected a JSON object")
+    rid = record.get("id", f"#{index} (no id)")
+
+    def check(obj: dict, fields: dict, prefix: str = "") -> None:
+        for name, typ in fields.items():
+            if name not in obj:
+                raise SafeEditFormatError(f"{source}: record id {rid}: missing field {prefix}{name!r}")
+            value = obj[name]
+            if typ is int and isinstance(value, bool) or not isinstance(value, typ):
+                raise SafeEditFormatError(
+                    f"{source}: record id {rid}: field {prefix}{name!r} should be {_type_name(typ)}, "
+                    f"got {type(value).__name__}"
+                )
+
+    check(record, SAFEEDIT_FIELDS)
+    check(record["knowledge constrain"], KNOWLEDGE_FIELDS, "knowledge constrain/")
+    if "generalization test" in record or require_generalization:
+        if not isinstance(record.get("generalization test"), dict):
+            raise SafeEditFormatError(
+                f"{source}: record id {rid}: field 'generalization test' should be an object with "
+                f"{sorted(GENERALIZATION_FIELDS)}"
+            )
+        check(record["generalization test"], GENERALIZATION_FIELDS, "generalization test/")
+
+
+def validate_safeedit(records: Any, *, source: str = "<records>", require_generalization: bool = False) -> list[dict]:
+    """Validate a list of SafeEdit records; returns it unchanged or raises :class:`SafeEditFormatError`."""
+    if not isinstance(records, list):
+        raise SafeEditFormatError(f"{source}: expected a JSON list of records, got {type(records).__name__}")
+    seen = set()
+    for index, record in enumerate(records):
+        validate_safeedit_record(record, source=source, index=index, require_generalization=require_generalization)
+        if record["id"] in seen:
+            raise SafeEditFormatError(f"{source}: record id {record['id']}: duplicate id")
+        seen.add(record["id"])
+    return records
+
+
+def read_safeedit(path: str | Path, *, require_generalization: bool = False) -> list[dict]:
+    """Read and validate a SafeEdit JSON file (official schema)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"SafeEdit file not found: {path}")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise SafeEditFormatError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
+    return validate_safeedit(records, source=str(path), require_generalization=require_generalization)
+
+
+def write_safeedit(records: list[dict], path: str | Path, *, require_generalization: bool = False) -> Path:
+    """Validate, then write records atomically in the official schema (nothing is written if invalid)."""
+    validate_safeedit(records, source=str(path), require_generalization=require_generalization)
+    return atomic_write_json(path, records, indent=4)
+
+
+BUILT_SAFEEDIT = Path(__file__).resolve().parent.parent / "data" / "safeedit_built"
+
+
+def load_safeedit(which: str = "sample", split: str = "test", limit: int | None = None) -> list[dict]:
+    """SafeEdit records in the official schema.
+
+    ``which``:
+      * ``"sample"`` — the 7 official test records of the data folder (``SafeEdit_test_sample.json``)
+      * ``"three"`` — the official 3 training instances for editing (no generalization inputs)
+      * ``"built"`` — the small set this project builds in chapter 01 (``data/safeedit_built/{split}.json``)
+      * ``"official"`` — the full ``zjunlp/SafeEdit`` from the hub (gated; accept its terms first)
+      * a path to any JSON file in the official schema
+    """
+    files = {"sample": "SafeEdit_test_sample.json", "three": "three_instances_for_editing.json"}
+    if which in files:
+        path = _local("safeedit", files[which])
+        if path is None:
+            raise DataNotAvailableError(
+                _how_to_get(f"The SafeEdit {which!r} file", f"safeedit/{files[which]}", "zjunlp/SafeEdit"))
+        return _limit(read_safeedit(path), limit)
+    if which == "built":
+        path = BUILT_SAFEEDIT / f"{split}.json"
+        if not path.exists():
+            raise DataNotAvailableError(
+                f"{path} does not exist: build it with notebooks/01_build_safeedit.ipynb or "
+                "`python -m helpers safeedit-build --out data/safeedit_built`.")
+        return _limit(read_safeedit(path), limit)
+    if which == "official":
+        ds = _from_hub("zjunlp/SafeEdit", split=split, what="SafeEdit", local_hint="safeedit/*.json")
+        return _limit(validate_safeedit([dict(r) for r in ds], source="zjunlp/SafeEdit"), limit)
+    return _limit(read_safeedit(which), limit)

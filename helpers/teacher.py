@@ -1,0 +1,153 @@
+"""The teacher interface shared by SafeEdit construction (chapter 01) and LLM2LLM (chapters 07–08).
+
+A *teacher* turns prompts into replies. Backends:
+
+* :class:`HFTeacher` — a local Hugging Face model (default: the embedded SmolLM2-135M-Instruct), batched.
+* :class:`OpenAICompatibleTeacher` — any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, …).
+  Base URL and key come from the environment only: ``HELPERS_TEACHER_BASE_URL`` (or ``OPENAI_BASE_URL``,
+  default ``https://api.openai.com/v1``) and ``HELPERS_TEACHER_API_KEY`` (or ``OPENAI_API_KEY``).
+  Network errors, HTTP 429 and 5xx are retried with exponential backoff.
+* Task-specific offline teachers (e.g. the programmatic GSM8K teacher of chapter 07) subclass
+  :class:`Teacher` and are registered in :data:`NAMED_TEACHERS`.
+
+Every raw reply is appended to a JSONL log when ``log_path`` is set, so nothing a teacher wrote is lost.
+
+:func:`get_teacher` maps a name to a teacher: ``None``/``"embedded"`` → the embedded model;
+``"openai:MODEL"`` → an endpoint; a registered name → that teacher; anything else → a local folder or hub id.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+from .io import append_jsonl
+
+#: Registered task teachers: name → "module:attribute" (a class or factory taking keyword options).
+NAMED_TEACHERS: dict[str, str] = {}
+
+
+class TeacherError(RuntimeError):
+    """A teacher backend could not produce replies (after retries); the message says why."""
+
+
+class Teacher:
+    """Base class: ``complete(prompts) -> replies``, one reply string per prompt, logged."""
+
+    name = "teacher"
+
+    def __init__(self, log_path: str | os.PathLike | None = None):
+        self.log_path = log_path
+
+    def _complete(self, prompts: list, **settings) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def complete(self, prompts: Sequence, *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 seed: int | None = 0, system: str | None = None, tag: str = "") -> list[str]:
+        """Replies to ``prompts`` (strings or chat-message lists). ``temperature=0`` means greedy."""
+        prompts = list(prompts)
+        settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, system=system)
+        replies = self._complete(prompts, **settings)
+        if len(replies) != len(prompts):
+            raise TeacherError(f"{self.name}: got {len(replies)} replies for {len(prompts)} prompts")
+        if self.log_path is not None:
+            for prompt, reply in zip(prompts, replies):
+                append_jsonl(self.log_path, {"time": time.time(), "teacher": self.name, "tag": tag,
+                                             "settings": settings, "prompt": prompt, "reply": reply})
+        return replies
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class HFTeacher(Teacher):
+    """A local Hugging Face chat model as teacher. Pass ``model_name`` or an already loaded ``model``/``tokenizer``."""
+
+    def __init__(self, model_name: str | None = None, *, model=None, tokenizer=None, batch_size: int = 8,
+                 log_path=None, device: str | None = None):
+        super().__init__(log_path)
+        if model is None:
+            from .models import load_model
+
+            model, tokenizer = load_model(model_name, device=device)
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size = batch_size
+        self.name = model_name or getattr(model, "name_or_path_for_course", None) or "smollm2-135m-instruct"
+
+    def _complete(self, prompts, *, max_new_tokens, temperature, seed, system):
+        from .generation import generate
+
+        return generate(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens,
+                        batch_size=self.batch_size, system=system, do_sample=temperature > 0,
+                        temperature=temperature if temperature > 0 else 1.0, seed=seed, desc=f"teacher {self.name}")
+
+
+class OpenAICompatibleTeacher(Teacher):
+    """A chat-completions endpoint; the key is read from the environment, never from code or files."""
+
+    def __init__(self, model: str, *, base_url: str | None = None, log_path=None, max_retries: int = 5,
+                 backoff: float = 1.0, timeout: float = 120.0, concurrency: int = 4):
+        super().__init__(log_path)
+        self.name = f"openai:{model}"
+        self.model = model
+        self.base_url = (base_url or os.environ.get("HELPERS_TEACHER_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+                         or "https://api.openai.com/v1").rstrip("/")
+        self.api_key = os.environ.get("HELPERS_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY") or ""
+        self.max_retries, self.backoff, self.timeout, self.concurrency = max_retries, backoff, timeout, concurrency
+
+    def _request(self, messages: list[dict], max_new_tokens: int, temperature: float, seed) -> str:
+        body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens, "temperature": temperature}
+        if seed is not None:
+            body["seed"] = seed
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last_error = None
+        for attempt in range(self.max_retries + 1):
+            request = urllib.request.Request(f"{self.base_url}/chat/completions", data=json.dumps(body).encode(),
+                                             headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    payload = json.loads(response.read().decode("utf-8"))
+                return payload["choices"][0]["message"]["content"] or ""
+            except urllib.error.HTTPError as err:
+                last_error = f"HTTP {err.code}"
+                if err.code not in (408, 409, 429) and err.code < 500:
+                    raise TeacherError(f"{self.name} at {self.base_url}: HTTP {err.code} {err.reason} "
+                                       "(check the model name and HELPERS_TEACHER_API_KEY)") from err
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+                last_error = f"{type(err).__name__}: {err}"
+            except (KeyError, IndexError, json.JSONDecodeError) as err:
+                raise TeacherError(f"{self.name} at {self.base_url}: unexpected reply format ({err})") from err
+            if attempt < self.max_retries:
+                time.sleep(self.backoff * (2 ** attempt))
+        raise TeacherError(f"{self.name} at {self.base_url}: gave up after {self.max_retries + 1} tries ({last_error})")
+
+    def _complete(self, prompts, *, max_new_tokens, temperature, seed, system):
+        from .generation import to_messages
+
+        def one(prompt):
+            return self._request(to_messages(prompt, system), max_new_tokens, temperature, seed)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            return list(pool.map(one, prompts))
+
+
+def get_teacher(name: str | None = None, *, log_path=None, model=None, tokenizer=None, **options) -> Teacher:
+    """A teacher by name (see the module docstring). ``model``/``tokenizer`` reuse a loaded HF model."""
+    if name is None or name in ("embedded", "smollm2-135m-instruct"):
+        return HFTeacher(None, model=model, tokenizer=tokenizer, log_path=log_path, **options)
+    if name.startswith("openai:"):
+        return OpenAICompatibleTeacher(name.split(":", 1)[1], log_path=log_path, **options)
+    if name in NAMED_TEACHERS:
+        module_name, attr = NAMED_TEACHERS[name].split(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+        return factory(log_path=log_path, **options)
+    if name.startswith("hf:"):
+        name = name[3:]
+    return HFTeacher(name, log_path=log_path, **options)
