@@ -17,6 +17,9 @@ from pathlib import Path
 
 SCALES = ("small", "full")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Where the course lives on GitHub (used by the Colab badges and the Colab install cell).
+GITHUB_REPO = "llm-course/detox-llm2llm"
+COLAB_INSTALL = f"course-helpers @ git+https://github.com/{GITHUB_REPO}"
 
 
 def get_scale(default: str = "small") -> str:
