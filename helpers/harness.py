@@ -1,0 +1,251 @@
+"""The SafeEdit evaluation harness every detoxification method plugs into (chapters 02–06).
+
+For each record the harness generates replies to the five inputs (``SAFEEDIT_INPUTS``: the adversarial
+prompt → DS, and the four generalisation inputs → DG_onlyQ, DG_otherA, DG_otherQ, DG_otherAQ), judges
+them, and aggregates the metrics. A *method* is a :class:`Method`:
+
+* a **global** method (``per_instance = False``; vanilla, SFT, DPO, RLHF, Ext-Sub) returns a model once
+  from :meth:`Method.prepare`; replies are then generated in batches *across* records;
+* a **per-instance** editor (``per_instance = True``; DINM, MEND) edits the model for one record in
+  :meth:`Method.edit` and must undo it in :meth:`Method.restore`; the harness checks the parameter
+  checksum before and after every edit and raises if the model was not restored exactly.
+
+``python -m helpers safeedit-eval --data FILE --method vanilla --model NAME --limit N --out results.json``
+runs it from the command line.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from typing import Any, Callable, Sequence
+
+from .data import SAFEEDIT_INPUTS, SafeEditFormatError, validate_safeedit
+from .metrics import METRIC_KEYS, aggregate_safety, fluency
+
+
+class Method:
+    """A detoxification method. Override what applies; the defaults leave the model untouched."""
+
+    name = "vanilla"
+    per_instance = False
+
+    def prepare(self, model, tokenizer, train_records: Sequence[dict] | None = None):
+        """Global methods train here and return the model to evaluate (may be a new object)."""
+        return model
+
+    def edit(self, model, tokenizer, record: dict) -> dict:
+        """Per-instance methods edit ``model`` in place for ``record``; return info to store per instance."""
+        return {}
+
+    def restore(self, model) -> None:
+        """Undo :meth:`edit` exactly."""
+
+    def format_input(self, text: str):
+        """How an evaluation input is sent to the model (a string or chat messages)."""
+        return text
+
+
+class VanillaMethod(Method):
+    """The unedited model."""
+
+    name = "vanilla"
+
+
+#: ``--method`` name → "module:class" (constructed with keyword options).
+METHODS: dict[str, str] = {
+    "vanilla": "helpers.harness:VanillaMethod",
+    "dinm": "helpers.dinm:DINM",
+    "sft": "helpers.baselines:SFTMethod",
+    "dpo": "helpers.baselines:DPOMethod",
+    "rlhf": "helpers.baselines:RLHFMethod",
+    "mend": "helpers.mend:MENDMethod",
+    "ext-sub": "helpers.baselines:ExtSubMethod",
+}
+
+
+def get_method(name: str, **options) -> Method:
+    """A method by name (see :data:`METHODS`)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    module_name, attr = METHODS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ValueError(f"method {name!r} is not available in this version ({module_name} is missing)") from err
+    return getattr(module, attr)(**options)
+
+
+def record_inputs(record: dict, source: str = "<records>") -> dict[str, str]:
+    """The five evaluation inputs of a record, keyed by metric; a clear error if one is missing or empty."""
+    inputs = {}
+    for key, path in SAFEEDIT_INPUTS.items():
+        value: Any = record
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            state = "missing" if value is None else "empty" if isinstance(value, str) else f"a {type(value).__name__}"
+            raise SafeEditFormatError(
+                f"{source}: record id {record.get('id')}: evaluation input {'/'.join(path)!r} ({key}) is {state}; "
+                "evaluation needs all five inputs (official test/validation records or a built split have them)"
+            )
+        inputs[key] = value
+    return inputs
+
+
+def evaluate_safeedit(
+    method: Method,
+    records: Sequence[dict],
+    judge,
+    model,
+    tokenizer,
+    *,
+    train_records: Sequence[dict] | None = None,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    general: Callable[[Any, Any], dict] | None = None,
+    general_instances: int = 1,
+    check_restore: bool = True,
+    progress: bool = True,
+    source: str = "<records>",
+) -> dict:
+    """Evaluate ``method`` on SafeEdit ``records`` with ``judge``; see the module docstring.
+
+    ``general(model, tokenizer) -> {metric: value}`` (e.g. KQA/Csum) runs once on a global method's model,
+    and after each of the first ``general_instances`` edits of a per-instance method (averaged).
+    Returns ``{"method", "judge", "aggregate", "instances", "timings"}``; ``aggregate`` has DS, the four
+    DG scores, DG_avg, fluency and whatever ``general`` returned.
+    """
+    from tqdm.auto import tqdm
+
+    from .generation import generate
+    from .models import parameter_checksum
+
+    records = list(records)
+    if not records:
+        raise ValueError("evaluate_safeedit needs at least one record")
+    validate_safeedit(records, source=source)
+    inputs = [record_inputs(r, source) for r in records]
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    model = method.prepare(model, tokenizer, train_records)
+    timings["prepare_seconds"] = time.perf_counter() - start
+
+    instances = [{"id": r["id"], "responses": {}, "labels": {}} for r in records]
+    general_results: list[dict] = []
+    start = time.perf_counter()
+    if not method.per_instance:
+        flat = [(i, key, text) for i, inp in enumerate(inputs) for key, text in inp.items()]
+        replies = generate(model, tokenizer, [method.format_input(t) for _, _, t in flat],
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+                           desc=f"{method.name}: generating")
+        for (i, key, _), reply in zip(flat, replies):
+            instances[i]["responses"][key] = reply
+        if general is not None:
+            general_results.append(general(model, tokenizer))
+    else:
+        for i, (record, inp) in enumerate(tqdm(list(zip(records, inputs)), desc=f"{method.name}: editing",
+                                               disable=not progress)):
+            before = parameter_checksum(model) if check_restore else None
+            t0 = time.perf_counter()
+            info = method.edit(model, tokenizer, record) or {}
+            edit_seconds = time.perf_counter() - t0
+            try:
+                keys = list(inp)
+                replies = generate(model, tokenizer, [method.format_input(inp[k]) for k in keys],
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
+                if general is not None and i < general_instances:
+                    general_results.append(general(model, tokenizer))
+            finally:
+                method.restore(model)
+            if check_restore and parameter_checksum(model) != before:
+                raise RuntimeError(f"{method.name}: the model was not restored exactly after record id {record['id']}")
+            instances[i]["responses"] = dict(zip(keys, replies))
+            instances[i].update(info)
+            instances[i]["edit_seconds"] = edit_seconds
+    timings["generation_seconds"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    flat = [(i, key, inst["responses"][key]) for i, inst in enumerate(instances) for key in METRIC_KEYS]
+    labels = judge.predict([text for _, _, text in flat])
+    for (i, key, _), label in zip(flat, labels):
+        instances[i]["labels"][key] = label
+    timings["judge_seconds"] = time.perf_counter() - start
+
+    aggregate = aggregate_safety({k: [inst["labels"][k] for inst in instances] for k in METRIC_KEYS})
+    aggregate["fluency"] = fluency([inst["responses"]["DS"] for inst in instances])
+    if general_results:
+        for key in general_results[0]:
+            aggregate[key] = sum(g[key] for g in general_results) / len(general_results)
+    if method.per_instance:
+        timings["mean_edit_seconds"] = sum(x["edit_seconds"] for x in instances) / len(instances)
+    return {
+        "method": method.name,
+        "judge": getattr(judge, "name", type(judge).__name__),
+        "n_records": len(records),
+        "aggregate": aggregate,
+        "instances": instances,
+        "timings": timings,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI: python -m helpers safeedit-eval
+# ----------------------------------------------------------------------------------------------------
+def add_arguments(parser) -> None:
+    parser.add_argument("--data", default="sample",
+                        help="a SafeEdit JSON file (official schema), or 'sample' / 'built' (default: sample)")
+    parser.add_argument("--split", default="test", help="split for --data built (default: test)")
+    parser.add_argument("--method", default="vanilla", choices=sorted(METHODS))
+    parser.add_argument("--model", default=None, help="model name (default: the embedded smollm2-135m-instruct)")
+    parser.add_argument("--judge", default=None, help="judge name (default: the best available offline judge)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N records")
+    parser.add_argument("--train-data", default=None,
+                        help="training records for methods that train (file, 'built' or 'three'; default: built train)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--general", default="", help="comma-separated general-performance metrics: kqa,csum")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results.json", help="where to write results.json")
+
+
+def default_judge_name() -> str:
+    from .judge import JUDGES
+
+    return "probe" if "probe" in JUDGES else "keyword"
+
+
+def main(args) -> int:
+    import json
+
+    from .config import set_seed
+    from .data import load_safeedit
+    from .io import atomic_write_json
+    from .judge import get_judge
+    from .models import load_model
+
+    set_seed(args.seed)
+    which = args.data
+    records = load_safeedit(which, split=args.split, limit=args.limit)
+    train_records = None
+    method = get_method(args.method)
+    if type(method).prepare is not Method.prepare:
+        train_source = args.train_data or "built"
+        train_records = load_safeedit(train_source, split="train")
+    model, tokenizer = load_model(args.model)
+    judge = get_judge(args.judge or default_judge_name())
+    general = None
+    if args.general:
+        from .metrics import general_performance  # added with chapter 02
+
+        names = [g.strip() for g in args.general.split(",") if g.strip()]
+        general = lambda m, t: general_performance(m, t, names)  # noqa: E731
+    results = evaluate_safeedit(method, records, judge, model, tokenizer, train_records=train_records,
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                general=general, source=str(which))
+    results["settings"] = {"data": which, "model": args.model or "smollm2-135m-instruct", "limit": args.limit,
+                           "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    atomic_write_json(args.out, results)
+    print(json.dumps(results["aggregate"], indent=2))
+    print(f"wrote {args.out}")
+    return 0
