@@ -150,7 +150,7 @@ def load_gsm8k(split: str = "train", limit: int | None = None) -> list[dict]:
     _check_split(split, ("train", "test"), "GSM8K")
     path = _local("gsm8k", f"{split}.jsonl")
     if path is not None:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     else:
         ds = _from_hub("openai/gsm8k", "main", split=split, what="GSM8K", local_hint="gsm8k/{train,test}.jsonl")
         rows = [dict(r) for r in ds]
@@ -184,7 +184,7 @@ def load_sst2(split: str = "train", limit: int | None = None) -> list[dict]:
     records = []
     if all(p is not None for p in paths):
         for path in paths:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8").split("\n")
             for line in lines[1:]:
                 if not line.strip():
                     continue
@@ -220,8 +220,8 @@ def load_snips(split: str = "train", limit: int | None = None) -> list[dict]:
     seq, lab = _local("snips", split, "seq.in"), _local("snips", split, "label")
     if seq is None or lab is None:
         raise DataNotAvailableError(_how_to_get("SNIPS", "snips/{train,dev,test}/{seq.in,label}", None))
-    texts = seq.read_text(encoding="utf-8").splitlines()
-    labels = lab.read_text(encoding="utf-8").splitlines()
+    texts = seq.read_text(encoding="utf-8").split("\n")
+    labels = lab.read_text(encoding="utf-8").split("\n")
     if len(texts) != len(labels):
         raise ValueError(f"{seq.parent}: seq.in has {len(texts)} lines but label has {len(labels)}")
     records = [{"text": t.strip(), "label": l.strip()} for t, l in zip(texts, labels) if t.strip()]
@@ -250,7 +250,7 @@ def load_triviaqa(limit: int | None = None) -> list[dict]:
     path = _local("triviaqa", "triviaqa_sm_sub.jsonl")
     records = []
     if path is not None:
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8").split("\n"):
             if line.strip():
                 r = json.loads(line)
                 question = r["context"].removeprefix("Question:").removesuffix("Answer:").strip()
@@ -267,7 +267,7 @@ def load_xsum(limit: int | None = None) -> list[dict]:
     """XSum articles ``{"id", "document", "summary"}`` (data folder: 1,000 test articles)."""
     path = _local("xsum", "xsum_test_1000.jsonl")
     if path is not None:
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     else:
         ds = _from_hub("EdinburghNLP/xsum", split="test", what="XSum", local_hint="xsum/xsum_test_1000.jsonl")
         records = [{"id": r["id"], "document": r["document"], "summary": r["summary"]} for r in ds]
@@ -278,7 +278,7 @@ def load_instructions(limit: int | None = None) -> list[dict]:
     """Instruction-following pairs ``{"instruction", "input", "output"}`` (Alpaca-style)."""
     path = _local("instructions", "alpaca_libre_ok.jsonl")
     if path is not None:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     else:
         rows = [dict(r) for r in _from_hub("tatsu-lab/alpaca", split="train", what="Instruction data",
                                             local_hint="instructions/alpaca_libre_ok.jsonl")]
@@ -339,11 +339,11 @@ def validate_safeedit_record(record: Any, *, source: str = "<records>", index: i
     def check(obj: dict, fields: dict, prefix: str = "") -> None:
         for name, typ in fields.items():
             if name not in obj:
-                raise SafeEditFormatError(f"{source}: record id {rid}: missing field {prefix}{name!r}")
+                raise SafeEditFormatError(f"{source}: record id {rid}: missing field '{prefix}{name}'")
             value = obj[name]
             if typ is int and isinstance(value, bool) or not isinstance(value, typ):
                 raise SafeEditFormatError(
-                    f"{source}: record id {rid}: field {prefix}{name!r} should be {_type_name(typ)}, "
+                    f"{source}: record id {rid}: field '{prefix}{name}' should be {_type_name(typ)}, "
                     f"got {type(value).__name__}"
                 )
 
