@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine with Python >= 3.10 and pip (no Hugging Face hub needed):
+#   bash scripts/course.sh run    # the main job: every notebook in small mode on the embedded model -> results/summary.md
+#   bash scripts/course.sh test   # the test suite (exactly what CI runs)
+# Both create ./.venv on first use and install the course package into it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-}
+case "$what" in run|test) ;; *) echo "usage: bash scripts/course.sh run|test" >&2; exit 2 ;; esac
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+pipq() { python -m pip install -q --disable-pip-version-check "$@"; }
+if ! python -c "import helpers, torch, nbval" 2>/dev/null || [ "${COURSE_REINSTALL:-0}" = 1 ] || [ -n "${CI:-}" ]; then
+  pipq --upgrade pip
+  # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build on Linux.
+  python -c "import torch" 2>/dev/null || pipq "torch==${COURSE_TORCH_VERSION:-2.13.0}"
+  pipq -e ".[dev]"
+fi
+
+# Data: the course's shared data folder when it sits beside the repo; otherwise loaders use the hub.
+if [ -z "${HELPERS_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
+  export HELPERS_DATA_DIR="$(cd ../shared/data && pwd)"
+fi
+export HELPERS_SCALE="${HELPERS_SCALE:-small}"
+python -m helpers prepare-model   # converts the embedded model once (~1 min), then a no-op
+python -m helpers info
+
+if [ "$what" = run ]; then
+  python -m helpers run-all
+else
+  # The test command (README): unit tests + every notebook re-executed by nbval.
+  python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+fi
