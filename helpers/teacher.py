@@ -29,7 +29,9 @@ from typing import Sequence
 from .io import append_jsonl
 
 #: Registered task teachers: name → "module:attribute" (a class or factory taking keyword options).
-NAMED_TEACHERS: dict[str, str] = {}
+NAMED_TEACHERS: dict[str, str] = {
+    "offline-classification": "helpers.classification:OfflineClassificationTeacher",  # chapter 08 stand-in
+}
 
 
 class TeacherError(RuntimeError):
