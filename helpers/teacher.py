@@ -31,6 +31,7 @@ from .io import append_jsonl
 #: Registered task teachers: name → "module:attribute" (a class or factory taking keyword options).
 NAMED_TEACHERS: dict[str, str] = {
     "offline-classification": "helpers.classification:OfflineClassificationTeacher",  # chapter 08 stand-in
+    "programmatic-gsm8k": "helpers.gsm8k_teacher:ProgrammaticGSM8KTeacher",  # chapter 07, offline
 }
 
 
