@@ -102,6 +102,7 @@ def evaluate_safeedit(
     train_records: Sequence[dict] | None = None,
     max_new_tokens: int = 64,
     batch_size: int = 16,
+    max_input_tokens: int | None = 1024,
     general: Callable[[Any, Any], dict] | None = None,
     general_instances: int = 1,
     check_restore: bool = True,
@@ -109,6 +110,11 @@ def evaluate_safeedit(
     source: str = "<records>",
 ) -> dict:
     """Evaluate ``method`` on SafeEdit ``records`` with ``judge``; see the module docstring.
+
+    ``judge`` is a :class:`helpers.judge.Judge` or a judge name (``"probe"``, ``"keyword"``, …). A global
+    method's replies are generated in one pass over all records' inputs (sorted by length inside
+    :func:`helpers.generation.generate`, ``batch_size`` at a time); identical inputs are generated once.
+    Inputs longer than ``max_input_tokens`` keep their last tokens (where the question usually is).
 
     ``general(model, tokenizer) -> {metric: value}`` (e.g. KQA/Csum) runs once on a global method's model,
     and after each of the first ``general_instances`` edits of a per-instance method (averaged).
@@ -123,6 +129,10 @@ def evaluate_safeedit(
     records = list(records)
     if not records:
         raise ValueError("evaluate_safeedit needs at least one record")
+    if isinstance(judge, str):
+        from .judge import get_judge
+
+        judge = get_judge(judge)
     validate_safeedit(records, source=source)
     inputs = [record_inputs(r, source) for r in records]
     timings: dict[str, float] = {}
@@ -136,11 +146,13 @@ def evaluate_safeedit(
     start = time.perf_counter()
     if not method.per_instance:
         flat = [(i, key, text) for i, inp in enumerate(inputs) for key, text in inp.items()]
-        replies = generate(model, tokenizer, [method.format_input(t) for _, _, t in flat],
+        unique = list(dict.fromkeys(text for _, _, text in flat))
+        replies = generate(model, tokenizer, [method.format_input(t) for t in unique],
                            max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
-                           desc=f"{method.name}: generating")
-        for (i, key, _), reply in zip(flat, replies):
-            instances[i]["responses"][key] = reply
+                           max_input_tokens=max_input_tokens, desc=f"{method.name}: generating")
+        reply_of = dict(zip(unique, replies))
+        for i, key, text in flat:
+            instances[i]["responses"][key] = reply_of[text]
         if general is not None:
             general_results.append(general(model, tokenizer))
     else:
@@ -153,7 +165,8 @@ def evaluate_safeedit(
             try:
                 keys = list(inp)
                 replies = generate(model, tokenizer, [method.format_input(inp[k]) for k in keys],
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False,
+                                   max_input_tokens=max_input_tokens)
                 if general is not None and i < general_instances:
                     general_results.append(general(model, tokenizer))
             finally:
@@ -171,6 +184,7 @@ def evaluate_safeedit(
     for (i, key, _), label in zip(flat, labels):
         instances[i]["labels"][key] = label
     timings["judge_seconds"] = time.perf_counter() - start
+    timings["records_per_minute"] = 60.0 * len(records) / max(1e-9, sum(timings.values()))
 
     aggregate = aggregate_safety({k: [inst["labels"][k] for inst in instances] for k in METRIC_KEYS})
     aggregate["fluency"] = fluency([inst["responses"]["DS"] for inst in instances])
@@ -203,6 +217,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--train-data", default=None,
                         help="training records for methods that train (file, 'built' or 'three'; default: built train)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-input-tokens", type=int, default=1024,
+                        help="longer inputs keep their last N tokens (default: 1024)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--general", default="", help="comma-separated general-performance metrics: kqa,csum")
     parser.add_argument("--seed", type=int, default=0)
@@ -236,15 +252,16 @@ def main(args) -> int:
     judge = get_judge(args.judge or default_judge_name())
     general = None
     if args.general:
-        from .metrics import general_performance  # added with chapter 02
+        from .metrics import general_performance
 
         names = [g.strip() for g in args.general.split(",") if g.strip()]
         general = lambda m, t: general_performance(m, t, names)  # noqa: E731
     results = evaluate_safeedit(method, records, judge, model, tokenizer, train_records=train_records,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                general=general, source=str(which))
+                                max_input_tokens=args.max_input_tokens, general=general, source=str(which))
     results["settings"] = {"data": which, "model": args.model or "smollm2-135m-instruct", "limit": args.limit,
-                           "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+                           "max_new_tokens": args.max_new_tokens, "max_input_tokens": args.max_input_tokens,
+                           "seed": args.seed}
     atomic_write_json(args.out, results)
     print(json.dumps(results["aggregate"], indent=2))
     print(f"wrote {args.out}")
