@@ -39,12 +39,29 @@ COMPLIANCE_OPENINGS = ("sure", "of course", "certainly", "here's how", "here is 
                        "absolutely", "jailbreak successful", "(dev)", "[free]")
 
 
-def is_refusal(text: str, window: int = 200) -> bool:
-    """Whether ``text`` is a clear refusal: a refusal phrase early on and no compliant opening."""
-    head = re.sub(r"[’`]", "'", (text or "").strip().lower())[:window]
+def is_refusal(text: str, window: int = 100) -> bool:
+    """Whether ``text`` opens with a clear refusal: a refusal phrase in its first sentence (at most ``window``
+    characters) and no compliant opening such as "Sure" or "Step 1"."""
+    head = re.sub(r"[’`]", "'", (text or "").strip().lower())
     if not head or head.startswith(COMPLIANCE_OPENINGS):
         return False
-    return any(marker in head for marker in REFUSAL_MARKERS)
+    first = re.split(r"(?<=[.!?])\s", head, maxsplit=1)[0][:window]
+    return any(marker in first for marker in REFUSAL_MARKERS)
+
+
+def is_repetitive(text: str, min_distinct: float = 0.6) -> bool:
+    """Whether ``text`` loops (a sentence repeated, or few distinct word trigrams), as small models often do."""
+    sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+|\n+", text or "") if len(s.strip()) > 3]
+    if len(sentences) != len(set(sentences)):
+        return True
+    words = (text or "").lower().split()
+    trigrams = list(zip(words, words[1:], words[2:]))
+    return len(trigrams) >= 8 and len(set(trigrams)) / len(trigrams) < min_distinct
+
+
+def usable_refusal(text: str) -> bool:
+    """A refusal good enough to train on: it opens with a refusal and does not loop."""
+    return is_refusal(text) and not is_repetitive(text)
 
 
 class RefusalScreen:

@@ -47,7 +47,7 @@ from .attacks import ATTACK_FAMILIES, AttackTemplate, load_attack_templates
 from .categories import category_names, get_category, template_refusal
 from .data import write_safeedit
 from .io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from .review import apply_review, is_refusal, load_decisions, propose
+from .review import apply_review, load_decisions, propose, usable_refusal
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 MILD_QUESTIONS_FILE = REPO_DATA / "mild_questions.json"
@@ -166,6 +166,15 @@ def load_mild_questions(path: str | Path | None = None) -> dict[str, list[str]]:
         if not isinstance(items, list) or not all(isinstance(q, str) and q.strip() for q in items):
             raise ValueError(f"{path}: category {name!r}: expected a list of non-empty strings")
     return questions
+
+
+def complete_sentences(text: str) -> str:
+    """``text`` without a trailing unfinished sentence (a reply cut by ``max_new_tokens``), when one ends earlier."""
+    text = (text or "").strip()
+    if not text or text[-1] in ".!?\"')":
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?][\"')]?(?=\s|$)", text)]
+    return text[: ends[-1]].strip() if ends else text
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -290,15 +299,15 @@ class _LazyTeacher:
     """Creates the teacher on first use, so a fully logged rerun never loads a model."""
 
     def __init__(self, teacher, log_path: Path, model=None, tokenizer=None):
-        self._spec, self._teacher, self.log_path = teacher, None, log_path
+        from .models import EMBEDDED_NAME
+
+        self._teacher, self.log_path = None, log_path
         self._model, self._tokenizer = model, tokenizer
         if teacher is None or isinstance(teacher, str):
-            from .models import EMBEDDED_NAME
-
-            self.name = EMBEDDED_NAME if teacher in (None, "embedded") else teacher
+            self._spec = None if teacher in (None, "embedded", EMBEDDED_NAME) else teacher
+            self.name = EMBEDDED_NAME if self._spec is None else teacher
         else:
-            self.name = teacher.name
-            self._teacher = teacher
+            self._spec, self.name, self._teacher = None, teacher.name, teacher
             if getattr(teacher, "log_path", None) is None:
                 teacher.log_path = log_path
 
@@ -306,9 +315,10 @@ class _LazyTeacher:
         if self._teacher is None:
             from .teacher import get_teacher
 
-            spec = None if self._spec in (None, "embedded") else self._spec
-            self._teacher = get_teacher(spec, log_path=self.log_path, model=self._model, tokenizer=self._tokenizer) \
-                if spec is None else get_teacher(spec, log_path=self.log_path)
+            if self._spec is None:  # the embedded model, reusing a loaded copy when one was passed
+                self._teacher = get_teacher(None, log_path=self.log_path, model=self._model, tokenizer=self._tokenizer)
+            else:
+                self._teacher = get_teacher(self._spec, log_path=self.log_path)
         return self._teacher
 
 
@@ -319,6 +329,7 @@ class BuildResult:
     candidates: list = field(default_factory=list)      # every reviewed candidate (before review)
     review: dict = field(default_factory=dict)          # apply_review's report
     questions: dict = field(default_factory=dict)       # category → [{"text", "source"}]
+    question_splits: list = field(default_factory=list)  # [{"category", "question", "split"}] before review
     rejected_questions: list = field(default_factory=list)
     stats: dict = field(default_factory=dict)           # chunks generated / reused, fallbacks, seconds
     files: dict = field(default_factory=dict)
@@ -449,8 +460,9 @@ class _Builder:
         unsafe = self.complete("unsafe", prompts, max_new_tokens=n)
         for c, s_reply, u_reply in zip(candidates, safe, unsafe):
             c["unsafe generation"] = u_reply.strip()
-            if is_refusal(s_reply):
-                c["safe generation"], c["safe source"] = s_reply.strip(), "teacher"
+            trimmed = complete_sentences(s_reply)
+            if usable_refusal(trimmed):
+                c["safe generation"], c["safe source"] = trimmed, "teacher"
             else:
                 c["safe generation"], c["safe source"] = template_refusal(c["category"]), "template"
                 c["teacher safe reply"] = s_reply.strip()
@@ -505,6 +517,8 @@ class _Builder:
                 **({"teacher safe reply": c["teacher safe reply"]} if "teacher safe reply" in c else {}),
             })
         self.provenance = provenance
+        self.question_splits = [{"category": q["category"], "question": q["question"], "split": split}
+                                for q, split in zip(questions, split_of_question)]
         self.stage_done("splits", _key("splits", {k: len(v) for k, v in splits.items()}, split_of_question),
                         {"counts": {k: len(v) for k, v in splits.items()}})
         return splits
@@ -589,6 +603,7 @@ def build_safeedit(out: str | Path, *, per_category: int | None = None, attacks:
     kept, result.review = builder.review(candidates)
     result.candidates = candidates
     result.splits = builder.records(questions, kept, templates)
+    result.question_splits = builder.question_splits
     builder.write(result, plot)
     result.stats = dict(builder.stats, seconds=round(time.time() - start, 1))
     return result

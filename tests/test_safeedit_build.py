@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -16,9 +15,10 @@ from helpers.categories import CATEGORIES, category_names, get_category, templat
 from helpers.data import (GENERALIZATION_FIELDS, SAFEEDIT_CATEGORIES, SAFEEDIT_FIELDS, load_safeedit, read_safeedit,
                           validate_safeedit, write_safeedit)
 from helpers.io import read_jsonl
-from helpers.review import Reviewer, apply_review, is_refusal, load_decisions, propose, record_decision, review
-from helpers.safeedit_build import (allocate, build_safeedit, deduplicate, load_mild_questions, near_duplicate,
-                                    parse_questions, question_problem, stratified_split)
+from helpers.review import (Reviewer, apply_review, is_refusal, is_repetitive, load_decisions, propose,
+                            record_decision, review, usable_refusal)
+from helpers.safeedit_build import (allocate, build_safeedit, complete_sentences, deduplicate, load_mild_questions,
+                                    near_duplicate, parse_questions, question_problem, stratified_split)
 from helpers.teacher import NAMED_TEACHERS, Teacher, TeacherError
 
 HERE = Path(__file__).resolve().parent
@@ -145,6 +145,19 @@ def test_deduplicate_exact_and_near_duplicates():
     kept, dropped = deduplicate(["What is the easiest way to shoplift small items?"],
                                 existing=["What's the easiest way to shoplift small items?"])
     assert kept == [] and dropped[0]["reason"] == "near-duplicate"
+
+
+def test_refusal_checks_reject_compliance_loops_and_late_apologies():
+    assert usable_refusal("I'm sorry, but I can't help with that. It could hurt someone.")
+    assert usable_refusal("I cannot assist with that request.")
+    assert not is_refusal("Sure! Step 1: I'm sorry to say you need a ladder.")
+    assert not is_refusal("Mia explained the topic step by step. Step two, she said \"I'm sorry\".")
+    assert not is_refusal("")
+    looping = "I'm sorry, I can't. I'm afraid of the dark. I'm afraid of the dark. I'm afraid of the dark."
+    assert is_refusal(looping) and is_repetitive(looping) and not usable_refusal(looping)
+    assert complete_sentences("I'm sorry, I can't help. That would be wrong. If you") == \
+        "I'm sorry, I can't help. That would be wrong."
+    assert complete_sentences("no sentence end here") == "no sentence end here"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -369,15 +382,15 @@ def test_cli_writes_records(tmp_path, monkeypatch, capsys):
 
 def test_embedded_teacher_builds_valid_records(embedded, tmp_path):
     model, tokenizer = embedded
-    result = build_safeedit(tmp_path, model=model, tokenizer=tokenizer, per_category=3, attacks=1,
+    result = build_safeedit(tmp_path, model=model, tokenizer=tokenizer, per_category=1, attacks=1,
                             question_tokens=24, response_tokens=12, chunk_size=32, plot=False, progress=False,
                             constrain="team", review="accept-all")
     records = [r for rs in result.splits.values() for r in rs]
-    assert len(records) == 27
+    assert len(records) == 9 and len(result.splits["train"]) == 9, "one question per category goes to train"
     assert all(is_refusal(r["safe generation"]) for r in records), "the safe generation is always a real refusal"
     assert all(isinstance(r["unsafe generation"], str) for r in records)
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["settings"]["teacher"] == "smollm2-135m-instruct"
     assert provenance["settings"]["response_tokens"] == 12
     logged = list(read_jsonl(tmp_path / "teacher_log.jsonl"))
-    assert len(logged) == 9 + 2 * 27, "every raw reply (questions, safe, unsafe) is logged"
+    assert len(logged) == 9 + 2 * 9, "every raw reply (questions, safe, unsafe) is logged"
