@@ -129,6 +129,35 @@ def _freeze_lower_layers(model, train_layers: int) -> None:
         p.requires_grad_(id(p) in keep and id(p) in trainable_before)
 
 
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def _response_loss(model, batch: dict, keep_logits: bool):
+    """Mean cross-entropy over response tokens. When the model supports ``logits_to_keep``, the output
+    head runs only from the first response position on (the vocabulary projection is a large share of
+    the cost for small models, and the prompt positions carry no loss anyway)."""
+    import torch
+
+    labels = batch["labels"]
+    if not keep_logits:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+    width = labels.shape[1]
+    has_label = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    first = int(has_label[0]) if len(has_label) else width - 1
+    keep = width - first + 1 if first > 0 else width
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   logits_to_keep=keep).logits
+    targets = labels[:, width - keep + 1:]
+    return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                             targets.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
 def _validate(examples: Sequence[dict]) -> list[dict]:
     checked = []
     for i, ex in enumerate(examples):
@@ -234,6 +263,7 @@ def finetune(
         return max(0.0, (total_updates - step) / max(1, total_updates - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    keep_logits = _accepts_logits_to_keep(model)
     use_autocast = device.startswith("cuda")
     autocast_dtype = torch.bfloat16 if (use_autocast and torch.cuda.is_bf16_supported()) else torch.float16
     rng = random.Random(seed)
@@ -251,7 +281,7 @@ def finetune(
         picked, order = order[:batch_size], order[batch_size:]
         batch = {k: v.to(device) for k, v in _collate([encoded[i] for i in picked], tokenizer.pad_token_id).items()}
         with torch.autocast("cuda", dtype=autocast_dtype, enabled=use_autocast):
-            loss = model(**batch).loss
+            loss = _response_loss(model, batch, keep_logits)
         (loss / grad_accum).backward()
         if (batch_number + 1) % grad_accum == 0 or batch_number + 1 == total_batches:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
