@@ -187,15 +187,16 @@ def general_performance(model, tokenizer, names: Sequence[str] = ("kqa", "csum")
     """
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
+    for raw in names:
+        if raw.strip().lower() not in GENERAL_KEYS:
+            raise ValueError(f"unknown general-performance metric {raw!r}; choose from {sorted(GENERAL_KEYS)}")
     out = {}
     for raw in names:
         name = raw.strip().lower()
         if name == "kqa":
             out["KQA"] = evaluate_kqa(model, tokenizer, limit=_default_limit("kqa", limit), batch_size=batch_size,
                                       progress=progress)["KQA"]
-        elif name == "csum":
+        else:
             out["Csum"] = evaluate_csum(model, tokenizer, limit=_default_limit("csum", limit),
                                         batch_size=max(1, batch_size // 2), progress=progress)["Csum"]
-        else:
-            raise ValueError(f"unknown general-performance metric {raw!r}; choose from {sorted(GENERAL_KEYS)}")
     return out
