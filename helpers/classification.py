@@ -111,9 +111,14 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def _plain(text: str) -> str:
+    """Lower case, punctuation dropped, whitespace collapsed: ``"A gorgeous, witty"`` → ``"a gorgeous witty"``."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
 def similarity(a: str, b: str) -> float:
-    """Word-level similarity in [0, 1] (difflib's ratio over lower-cased words): 1.0 means the same words."""
-    wa, wb = _norm(a).split(), _norm(b).split()
+    """Word-level similarity in [0, 1] (difflib's ratio over lower-cased words, punctuation ignored)."""
+    wa, wb = _plain(a).split(), _plain(b).split()
     if not wa and not wb:
         return 1.0
     return difflib.SequenceMatcher(None, wa, wb, autojunk=False).ratio()
@@ -409,7 +414,7 @@ class ClassificationTask(Task):
                     record["choices"] = choices
                 key = self.key(record)
                 sim = similarity(text, seed["text"])
-                if key == seed_key or _norm(text) == _norm(seed["text"]):
+                if key == seed_key or _plain(text) == _plain(seed["text"]):
                     reason = "copy of the seed"
                 elif not rephrase and sim >= self.near_copy:
                     reason = f"near-copy of the seed (similarity {sim:.2f} >= {self.near_copy})"

@@ -1,0 +1,250 @@
+"""Chapter 08: classification tasks, label-constrained prediction, teacher-reply validation, AugGPT budget."""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from helpers.auggpt import auggpt, rephrase_prompt
+from helpers.classification import (ClassificationTask, OfflineClassificationTeacher, make_task, normalise_label,
+                                    score_labels)
+from helpers.data import LABELS, DataNotAvailableError
+from helpers.task import get_task
+from helpers.teacher import Teacher, get_teacher
+
+DOCUMENTED = {
+    "sst2": {"negative", "positive"},
+    "trec": {"ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"},
+    "snips": {"AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook", "SearchCreativeWork",
+              "SearchScreeningEvent"},
+}
+
+CASE = {"text": "The court held that the statute applies. See Smith v. Jones (<HOLDING>).",
+        "choices": ["holding that a contract needs consideration", "holding that the statute applies retroactively",
+                    "holding that venue was proper", "holding that the claim was time-barred",
+                    "holding that the evidence was admissible"],
+        "label": "1"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Loaders and label sets
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_loaders_give_the_documented_label_sets(name, shared_data):
+    task = get_task(name)
+    assert isinstance(task, ClassificationTask) and task.name == name
+    assert set(task.labels) == DOCUMENTED[name] == set(LABELS[name])
+    for split in ("train", "test"):
+        records = task.load(split)
+        assert {r["label"] for r in records} == DOCUMENTED[name], split
+        assert all(isinstance(r["text"], str) and r["text"].strip() for r in records)
+    assert task.test_keys and len(task.test_keys) > 100  # loading test registers its items
+
+
+def test_casehold_is_hub_only_with_a_clear_message():
+    task = make_task("casehold")
+    assert task.labels == ["0", "1", "2", "3", "4"]
+    try:
+        records = task.load("test", limit=3)
+    except DataNotAvailableError as err:  # offline (CI): says where it comes from
+        assert "casehold/casehold" in str(err) and "hub" in str(err)
+    else:  # pragma: no cover - only with the hub reachable
+        assert all(r["label"] in task.labels and len(r["choices"]) == 5 for r in records)
+
+
+def test_seed_sampling_is_stratified_and_seeded(shared_data):
+    task = make_task("trec")
+    train = task.load("train")
+    seeds = task.sample_seeds(train, 12, seed=0)
+    assert Counter(r["label"] for r in seeds) == {label: 2 for label in task.labels}
+    assert seeds == task.sample_seeds(train, 12, seed=0)
+    assert seeds != task.sample_seeds(train, 12, seed=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Label mapping never yields an invalid label
+# ------------------------------------------------------------------------------------------------
+def test_normalise_label_maps_to_a_valid_label_or_none():
+    labels = LABELS["trec"]
+    assert normalise_label("NUM", labels) == "NUM"
+    assert normalise_label(" num. ", labels) == "NUM"
+    assert normalise_label("**HUM** (a person)", labels) == "HUM"
+    assert normalise_label("LOC or HUM", labels) is None  # ambiguous
+    assert normalise_label("NUMBER", labels) is None  # not a whole-word label
+    assert normalise_label("Positive.", LABELS["sst2"]) == "positive"
+    rng = random.Random(0)
+    alphabet = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.*:-"
+    for name, labels in LABELS.items():
+        for _ in range(300):
+            noise = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+            text = rng.choice([noise, noise + rng.choice(labels), rng.choice(labels).lower() + " " + noise])
+            assert normalise_label(text, labels) in labels + [None]
+
+
+def test_label_constrained_prediction_always_gives_a_valid_label(embedded, shared_data):
+    model, tokenizer = embedded
+    for name in ("sst2", "snips"):
+        task = make_task(name)
+        records = task.load("test", limit=6)
+        odd = [{"text": "", "label": task.labels[0]}, {"text": "?" * 300, "label": task.labels[-1]},
+               {"text": " ".join(task.labels), "label": task.labels[0]},
+               {"text": "Answer: not a label at all", "label": task.labels[-1]}]
+        results = task.predict(model, tokenizer, records + odd, batch_size=4, progress=False)
+        assert len(results) == len(records) + len(odd)
+        for record, result in zip(records + odd, results):
+            assert result["prediction"] in task.labels
+            assert result["correct"] == (result["prediction"] == record["label"])
+            assert set(result["scores"]) == set(task.labels)
+            assert result["prediction"] == max(result["scores"], key=result["scores"].get)
+            assert all(score < 0 for score in result["scores"].values())  # log-probabilities
+
+
+def test_cached_label_scores_equal_a_full_forward_pass(embedded, shared_data):
+    import torch
+
+    from helpers.student import IGNORE_INDEX, encode_example
+
+    model, tokenizer = embedded
+    task = make_task("trec")
+    records = task.load("test", limit=3)
+    prompts = [task.prompt(r) for r in records]
+    cached = score_labels(model, tokenizer, prompts, task.labels, batch_size=3, progress=False)
+    for prompt, row in zip(prompts, cached):
+        for label, score in zip(task.labels, row):
+            enc = encode_example(tokenizer, prompt, label)
+            ids = torch.tensor([enc["input_ids"]])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]
+            full = sum(float(logp[i - 1, ids[0, i]]) for i, lab in enumerate(enc["labels"]) if lab != IGNORE_INDEX)
+            assert score == pytest.approx(full, abs=2e-3)
+
+
+# ------------------------------------------------------------------------------------------------
+# Teacher prompts and validation
+# ------------------------------------------------------------------------------------------------
+def _task_with(name: str, test_texts=("a test sentence that must never be trained on",)) -> ClassificationTask:
+    task = make_task(name)
+    task.forbid([{"text": t, "label": task.labels[0]} for t in test_texts])
+    return task
+
+
+def test_teacher_prompt_names_the_seed_label_and_the_wrong_answer():
+    task = make_task("trec")
+    seed = {"text": "How far is it from Denver to Aspen ?", "label": "NUM"}
+    prompt = task.teacher_prompt(seed, student_output="LOC")
+    assert "Text: How far is it from Denver to Aspen ?" in prompt and "Label: NUM" in prompt
+    assert "'LOC'" in prompt and "also NUM" in prompt
+
+
+def test_parse_accepts_a_valid_new_example_and_rejects_with_reasons():
+    task = _task_with("sst2")
+    seed = {"text": "a gorgeous , witty , seductive movie that rewards every minute of patience from its audience .",
+            "label": "positive"}
+    ok, bad = task.parse_teacher_reply("Text: the cast is terrific and the ending lands beautifully .\n"
+                                       "Label: positive", seed)
+    assert bad == [] and len(ok) == 1
+    assert ok[0] == {"text": "the cast is terrific and the ending lands beautifully .", "label": "positive",
+                     "origin": "generated", "parent": task.key(seed)}
+    cases = {
+        "Sure! Here is a great example.": "malformed: no 'Text:'",
+        "Text: \nLabel: positive": "malformed: empty text",
+        "Text: <the new movie-review sentence>\nLabel: positive": "placeholder",
+        "Text: " + "word " * 80 + "\nLabel: positive": "too long",
+        "Text: a dreary , lifeless mess .\nLabel: negative": "differs from the seed's label",
+        "Text: a dreary , lifeless mess .\nLabel: neutral": "invalid label",
+        "Text: A gorgeous, witty, seductive movie that rewards every minute of patience from its audience!\n"
+        "Label: positive": "copy of the seed",  # case and punctuation do not make it new
+        "Text: a gorgeous , witty , seductive movie that truly rewards every minute of patience from its "
+        "audience .\nLabel: positive": "near-copy",
+        "Text: a test sentence that must never be trained on\nLabel: positive": "is a test item",
+        "Text: the cast is terrific and the ending lands beautifully .\nLabel: positive": "duplicate",
+    }
+    for reply, reason in cases.items():
+        accepted, rejected = task.parse_teacher_reply(reply, seed)
+        assert accepted == [], reply
+        assert len(rejected) == 1 and reason in rejected[0]["reason"], (reply, rejected)
+    # a missing Label line inherits the seed's label; several examples in one reply are all checked
+    ok, bad = task.parse_teacher_reply("Text: an utterly charming film .\nText: a charming delight .\n"
+                                       "Label: negative", seed)
+    assert [r["text"] for r in ok] == ["an utterly charming film ."] and "differs" in bad[0]["reason"]
+
+
+def test_parse_casehold_needs_five_holdings():
+    task = _task_with("casehold", test_texts=())
+    new = ("Context: The panel agreed that the rule reaches past conduct. See Doe v. Roe (<HOLDING>).\n"
+           + "\n".join(f"Holding {i}: holding number {i} of the new case" for i in range(5)) + "\nAnswer: 1")
+    ok, bad = task.parse_teacher_reply(new, CASE)
+    assert bad == [] and ok[0]["label"] == "1" and len(ok[0]["choices"]) == 5
+    ok, bad = task.parse_teacher_reply(new.replace("Holding 3:", "Note:"), CASE)
+    assert ok == [] and "holdings 0-4" in bad[0]["reason"]
+    ok, bad = task.parse_teacher_reply(new.replace("Answer: 1", "Answer: 3").replace("Roe", "Poe"), CASE)
+    assert ok == [] and "differs" in bad[0]["reason"]
+    ok, bad = task.parse_teacher_reply("Context: A rephrased citing context (<HOLDING>).\nAnswer: 1", CASE,
+                                       rephrase=True)  # AugGPT keeps the seed's holdings
+    assert ok and ok[0]["choices"] == CASE["choices"]
+    assert "Answer with the number only" in task.prompt(CASE) and task.target(CASE) == "1"
+
+
+@pytest.mark.parametrize("name", ["sst2", "trec", "snips", "casehold"])
+def test_offline_teacher_writes_valid_new_examples(name, tmp_path):
+    task = _task_with(name, test_texts=())
+    seed = CASE if name == "casehold" else {
+        "sst2": {"text": "the acting is wooden and the story drags on forever", "label": "negative"},
+        "trec": {"text": "What city hosted the first modern Olympic games ?", "label": "LOC"},
+        "snips": {"text": "will it rain in boston tomorrow afternoon", "label": "GetWeather"},
+    }[name]
+    log = tmp_path / "teacher.jsonl"
+    teacher = get_teacher("offline-classification", log_path=log)
+    assert isinstance(teacher, OfflineClassificationTeacher)
+    replies = teacher.complete([task.teacher_prompt(seed, "x"), rephrase_prompt(task, seed)], seed=0)
+    generated, rejected = task.parse_teacher_reply(replies[0], seed)
+    rephrased, rejected2 = task.parse_teacher_reply(replies[1], seed, rephrase=True)
+    assert rejected == [] and rejected2 == [], (replies, rejected, rejected2)
+    for record in generated + rephrased:
+        assert record["label"] == seed["label"] and record["text"] != seed["text"]
+    assert len(log.read_text().splitlines()) == 2
+    assert teacher.complete(["no example here"])[0].startswith("I could not")
+
+
+# ------------------------------------------------------------------------------------------------
+# AugGPT at an equal data budget
+# ------------------------------------------------------------------------------------------------
+SEEDS = [{"text": t, "label": lab} for t, lab in [
+    ("what a wonderful and moving film", "positive"), ("the plot is dull and the acting is wooden", "negative"),
+    ("a clever , funny and warm script", "positive"), ("an ugly , pointless and tedious mess", "negative"),
+    ("the best thriller of the year", "positive")]]
+
+
+def test_auggpt_spends_exactly_the_budget_on_every_seed(tmp_path):
+    task = _task_with("sst2", test_texts=())
+    teacher = get_teacher("offline-classification", log_path=tmp_path / "log.jsonl")
+    result = auggpt(task, SEEDS, teacher, budget=12, seed=0, progress=False)
+    assert result["accepted"] == len(result["examples"]) == 12
+    shares = sorted(result["per_seed"].values())
+    assert shares[0] >= 2 and shares[-1] - shares[0] <= 1  # every seed rephrased, evenly
+    assert all(r["origin"] == "auggpt" for r in result["examples"])
+    assert len({task.key(r) for r in result["examples"]}) == 12  # no duplicates
+    assert result["teacher_calls"] == len((tmp_path / "log.jsonl").read_text().splitlines())
+    assert task.known_keys == set()  # AugGPT leaves the task's dedup state as it found it
+
+
+class _FailsOnDullTeacher(Teacher):
+    """Never rephrases the 'dull' seed validly: AugGPT must move its share to the other seeds."""
+
+    name = "fails-on-dull"
+
+    def _complete(self, prompts, **settings):
+        inner = OfflineClassificationTeacher()
+        return ["I will not." if "dull" in p else inner._one(p, settings["seed"], 0.7) for p in prompts]
+
+
+def test_auggpt_redistributes_the_share_of_a_failing_seed():
+    task = _task_with("sst2", test_texts=())
+    result = auggpt(task, SEEDS, _FailsOnDullTeacher(), budget=10, seed=1, max_rounds=6, progress=False)
+    assert result["accepted"] == 10
+    dull = task.key(SEEDS[1])
+    assert result["per_seed"][dull] == 0
+    assert any(r["reason"].startswith("malformed") and r["parent"] == dull for r in result["rejected"])
+    assert json.dumps(result)  # serialisable for the notebook's logs
