@@ -529,7 +529,12 @@ def _accepts_desc(task) -> bool:
 
 def _dedup_text(task: Task, record: dict) -> str:
     """What near-duplicate detection compares: the prompt *and* the target, so a problem with the same story
-    but new numbers and a new answer is a new example, while a copy with a changed word is not."""
+    but new numbers and a new answer is a new example, while a copy with a changed word is not.
+    A task may define ``dedup_text(record)`` instead (classification: the text and label, not the long
+    instruction that every prompt shares)."""
+    custom = getattr(task, "dedup_text", None)
+    if callable(custom):
+        return custom(record)
     return f"{task.prompt(record)}\n{task.target(record)}"
 
 
