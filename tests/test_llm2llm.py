@@ -1,0 +1,346 @@
+"""LLM2LLM on GSM8K (chapter 07): student fine-tuning, programmatic teacher, verified augmentation, the loop.
+
+The loop tests use a tiny random Llama (2 blocks, hidden size 16, the embedded model's tokenizer) as the
+student: it answers every problem wrongly, which is exactly what exercises the augmentation path, and it
+trains in a second. The chapter notebook runs the same code with the real embedded student.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers.data import load_gsm8k
+from helpers.gsm8k_teacher import (NotTemplatable, ProgrammaticGSM8KTeacher, build_template, seed_from_prompt,
+                                   teacher_prompt)
+from helpers.io import read_jsonl
+from helpers.llm2llm import (GSM8KTask, NearDuplicateIndex, read_gsm8k_file, rouge_l, run_llm2llm,
+                             strip_annotations)
+from helpers.teacher import NAMED_TEACHERS, Teacher, get_teacher
+
+NATALIA_Q = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+             "How many clips did Natalia sell altogether in April and May?")
+NATALIA_A = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+             "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
+NATALIA = {"question": NATALIA_Q, "answer": NATALIA_A, "gold": "72", "origin": "seed"}
+VALID_REPLY = ("Question: A farmer has 30 hens and buys 12 more. Then he sells 10 of them. How many hens "
+               "does the farmer have now?\nAnswer: He has 30+12 = <<30+12=42>>42 hens.\n"
+               "After selling he has 42-10 = <<42-10=32>>32 hens.\n#### 32")
+
+
+# ----------------------------------------------------------------------------------------------------
+# fixtures: a tiny student, a small task of templatable problems
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from helpers.models import load_model, load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_student")
+    tokenizer = load_tokenizer(None)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    model, tokenizer = load_model(str(folder), device="cpu")
+    return str(folder), model, tokenizer
+
+
+class SmallGSM8K(GSM8KTask):
+    """GSM8K with a training split of six problems the programmatic teacher can vary, and a short budget."""
+
+    def __init__(self):
+        super().__init__(max_new_tokens=8)
+        pool = load_gsm8k("train", limit=120)
+        templatable = []
+        for record in pool:
+            try:
+                build_template(record["question"], record["answer"])
+            except NotTemplatable:
+                continue
+            templatable.append(record)
+        self._train = templatable[:6]
+
+    def load(self, split, limit=None):
+        return self._train[:limit] if split == "train" else load_gsm8k("test", limit)
+
+
+class RecordingTeacher(Teacher):
+    """Wraps a teacher and keeps every prompt it was asked."""
+
+    def __init__(self, inner, extra_reply=None):
+        super().__init__()
+        self.inner, self.extra_reply, self.prompts = inner, extra_reply, []
+        self.name = f"recording:{inner.name}"
+
+    def _complete(self, prompts, **settings):
+        self.prompts += list(prompts)
+        replies = self.inner._complete(prompts, **settings)
+        if self.extra_reply is not None:
+            replies = [self.extra_reply(p) for p in prompts]
+        return replies
+
+
+LOOP = dict(seed_size=4, per_wrong=1, test_size=2, epochs=1, batch_size=4, max_length=320, progress=False)
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_student, tmp_path_factory, shared_data):
+    """An uninterrupted two-iteration run, with the teacher's prompts recorded."""
+    path, model, tokenizer = tiny_student
+    teacher = RecordingTeacher(ProgrammaticGSM8KTeacher())
+    out = tmp_path_factory.mktemp("run_full")
+    summary = run_llm2llm(SmallGSM8K(), teacher, iterations=2, out_dir=out, student=(model, tokenizer), **LOOP)
+    return summary, teacher, out
+
+
+# ----------------------------------------------------------------------------------------------------
+# ROUGE-L and deduplication
+# ----------------------------------------------------------------------------------------------------
+def test_rouge_l_values():
+    assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == 1.0
+    assert rouge_l("a b c", "x y z") == 0.0
+    # LCS("a b c d", "a c d e") = 3 → F1 = 2·3/(4+4)
+    assert rouge_l("a b c d", "a c d e") == pytest.approx(0.75)
+
+
+def test_near_duplicate_index_finds_near_copies_only():
+    index = NearDuplicateIndex(0.95)
+    text = " ".join(f"word{i}" for i in range(40))
+    index.add(text, "original")
+    assert index.match(text.replace("word7", "other")) == (pytest.approx(39 / 40), "original")
+    assert index.match(" ".join(f"word{i}" for i in range(0, 40, 2))) is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# student fine-tuning
+# ----------------------------------------------------------------------------------------------------
+def test_training_text_is_the_evaluation_prompt_plus_response(tiny_student):
+    from helpers.generation import chat_prompt
+    from helpers.student import IGNORE_INDEX, encode_example
+
+    _, _, tokenizer = tiny_student
+    encoded = encode_example(tokenizer, "What is 2+2?", "2+2 = 4\n#### 4")
+    prompt_ids = [i for i, l in zip(encoded["input_ids"], encoded["labels"]) if l == IGNORE_INDEX]
+    response_ids = [l for l in encoded["labels"] if l != IGNORE_INDEX]
+    assert tokenizer.decode(prompt_ids) == chat_prompt(tokenizer, "What is 2+2?")
+    assert tokenizer.decode(response_ids) == "2+2 = 4\n#### 4<|im_end|>"  # the model learns to stop
+
+
+def test_finetune_learns_is_seeded_and_leaves_the_base_untouched(tiny_student):
+    from helpers.models import parameter_checksum
+    from helpers.student import finetune, mean_loss
+
+    _, model, tokenizer = tiny_student
+    examples = [{"prompt": f"Say the number {n}.", "response": f"#### {n}"} for n in range(4)]
+    before = parameter_checksum(model)
+    loss_before = mean_loss(model, tokenizer, examples)
+    trained = finetune(model, examples, tokenizer=tokenizer, epochs=6, lr=1e-2, batch_size=2, progress=False)
+    again = finetune(model, examples, tokenizer=tokenizer, epochs=6, lr=1e-2, batch_size=2, progress=False)
+    assert parameter_checksum(model) == before
+    assert mean_loss(trained, tokenizer, examples) < loss_before - 0.5
+    assert parameter_checksum(trained) == parameter_checksum(again)
+    assert len(trained.finetune_history["loss"]) == 12
+
+
+def test_finetune_train_layers_and_lora(tiny_student):
+    import torch
+
+    from helpers.student import finetune
+
+    _, model, tokenizer = tiny_student
+    examples = [{"prompt": "Hi", "response": "#### 1"}, {"prompt": "Yo", "response": "#### 2"}]
+    top = finetune(model, examples, tokenizer=tokenizer, epochs=1, lr=1e-2, train_layers=1, progress=False)
+    assert torch.equal(top.model.layers[0].mlp.up_proj.weight, model.model.layers[0].mlp.up_proj.weight)
+    assert torch.equal(top.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    assert not torch.equal(top.model.layers[1].mlp.up_proj.weight, model.model.layers[1].mlp.up_proj.weight)
+    lora = finetune(model, examples, tokenizer=tokenizer, epochs=1, lr=1e-2, lora=True, lora_r=2, progress=False)
+    assert type(lora) is type(model)  # adapters merged back into a plain model
+    assert not torch.equal(lora.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_finetune_rejects_bad_examples(tiny_student):
+    from helpers.student import finetune
+
+    _, model, tokenizer = tiny_student
+    with pytest.raises(ValueError, match="example 1 has no 'response'"):
+        finetune(model, [{"prompt": "a", "response": "b"}, {"prompt": "c"}], tokenizer=tokenizer, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# GSM8K task: answer extraction and teacher replies
+# ----------------------------------------------------------------------------------------------------
+def test_answer_extraction_and_scoring(monkeypatch):
+    import helpers.generation
+
+    outputs = ["She has 1,250.00 dollars.\n#### 1,250.00", "The answer is $36.", "I am not sure.", "#### 8"]
+    monkeypatch.setattr(helpers.generation, "generate", lambda model, tok, prompts, **kw: outputs[:len(prompts)])
+    records = [{"question": f"q{i}", "answer": "", "gold": g} for i, g in enumerate(["1250", "36", "3", "7"])]
+    results = GSM8KTask().predict(None, None, records, progress=False)
+    assert [r["prediction"] for r in results] == ["1250", "36", None, "8"]
+    assert [r["correct"] for r in results] == [True, True, False, False]
+    assert set(results[0]) >= {"question", "gold", "prediction", "output", "correct"}
+
+
+def test_student_target_drops_calculator_annotations():
+    task = GSM8KTask()
+    assert strip_annotations(NATALIA_A).startswith("Natalia sold 48/2 = 24 clips in May.")
+    assert "<<" not in task.target(NATALIA) and task.target(NATALIA).endswith("#### 72")
+    assert NATALIA_Q in task.prompt(NATALIA)
+
+
+def test_teacher_reply_parsing_verifies_and_explains_rejections():
+    task = GSM8KTask()
+    accepted, rejected = task.parse_teacher_reply(VALID_REPLY + "\nHope this helps!", NATALIA)
+    assert rejected == [] and len(accepted) == 1
+    record = accepted[0]
+    assert record["gold"] == "32" and record["origin"] == "generated" and record["parent"] == task.key(NATALIA)
+    assert record["answer"].endswith("#### 32")  # chatter after the final answer is cut
+
+    wrong = VALID_REPLY.replace("<<42-10=32>>32", "<<42-10=30>>30").replace("#### 32", "#### 30")
+    accepted, rejected = task.parse_teacher_reply(wrong, NATALIA)
+    assert accepted == [] and "42-10 = 32, not 30" in rejected[0]["reason"]
+
+    accepted, rejected = task.parse_teacher_reply("I cannot help with that.", NATALIA)
+    assert accepted == [] and "no 'Question" in rejected[0]["reason"]
+
+    copy = f"Question: {NATALIA_Q}\nAnswer: {NATALIA_A}"
+    assert "copy of the seed" in task.parse_teacher_reply(copy, NATALIA)[1][0]["reason"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# the programmatic teacher
+# ----------------------------------------------------------------------------------------------------
+def test_teacher_prompt_is_paper_style_and_carries_the_seed():
+    prompt = teacher_prompt(NATALIA_Q, NATALIA_A, "They sold 96 clips.\n#### 96")
+    assert "Question:" in prompt and "#### N" in prompt and "They sold 96 clips." in prompt
+    assert prompt.count("### Original problem") == 2  # the one-shot example and the seed
+    assert seed_from_prompt(prompt) == (NATALIA_Q, NATALIA_A)
+
+
+def test_programmatic_teacher_writes_verified_new_problems():
+    assert NAMED_TEACHERS["programmatic-gsm8k"].endswith("ProgrammaticGSM8KTeacher")
+    teacher = get_teacher("programmatic-gsm8k")
+    prompt = teacher_prompt(NATALIA_Q, NATALIA_A, "#### 96")
+    first, second = teacher.complete([prompt, prompt])
+    assert first != second  # identical prompts in one call get different variants
+    assert teacher.complete([prompt])[0] == first  # deterministic
+    accepted, rejected = GSM8KTask().parse_teacher_reply(first, NATALIA)
+    assert rejected == [] and accepted[0]["question"] != NATALIA_Q
+    assert "half as many" in accepted[0]["question"]  # same story, new numbers
+    new_april = int(accepted[0]["question"].split("clips to ")[1].split()[0])
+    assert accepted[0]["gold"] == str(new_april + new_april // 2)
+
+
+def test_programmatic_teacher_explains_seeds_it_cannot_vary():
+    reply = ProgrammaticGSM8KTeacher().reply(teacher_prompt("How many is it?", "It is 5.\n#### 5"))
+    assert "cannot vary" in reply and "no calculator annotation" in reply
+
+
+# ----------------------------------------------------------------------------------------------------
+# the loop
+# ----------------------------------------------------------------------------------------------------
+def test_loop_summary_and_files(full_run):
+    summary, _, out = full_run
+    entries = summary["iterations"]
+    assert [e["iteration"] for e in entries] == [0, 1, 2] and summary["complete"]
+    for key in ("iteration", "train_size", "wrong", "new_examples", "test_accuracy"):
+        assert all(key in e for e in entries)
+    assert entries[0]["train_size"] == 4
+    assert entries[1]["train_size"] == 4 + entries[0]["new_examples"] > 4
+    assert entries[2]["train_size"] == entries[1]["train_size"] + entries[1]["new_examples"]
+    assert json.loads((out / "summary.json").read_text())["iterations"] == entries
+    log = list(read_jsonl(out / "iteration_00" / "teacher_log.jsonl"))
+    assert len(log) == entries[0]["wrong_seed"] and all("reply" in r for r in log)
+
+
+def test_only_seed_origin_wrong_examples_reach_the_teacher(full_run):
+    summary, teacher, out = full_run
+    seeds = {r["question"] for r in read_jsonl(out / "seed.jsonl")}
+    asked = [seed_from_prompt(p)[0] for p in teacher.prompts]
+    assert asked and set(asked) <= seeds
+    # iteration 1 evaluated generated examples too (the tiny student gets them wrong) but never sent them
+    first = summary["iterations"][1]
+    assert first["wrong"] > first["wrong_seed"] and first["teacher_requests"] == first["wrong_seed"]
+    generated = [r for r in read_jsonl(out / "iteration_01" / "train.jsonl") if r["origin"] == "generated"]
+    assert generated and not {r["question"] for r in generated} & set(asked)
+    for record in read_jsonl(out / "iteration_01" / "new_examples.jsonl"):
+        assert record["parent"] in {" ".join(q.lower().split()) for q in seeds}
+
+
+def test_interrupted_run_resumes_to_the_same_summary(full_run, tiny_student, tmp_path):
+    summary, _, _ = full_run
+    _, model, tokenizer = tiny_student
+    out = tmp_path / "run"
+    partial = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=2, out_dir=out, student=(model, tokenizer),
+                          stop_after=1, **LOOP)
+    assert len(partial["iterations"]) == 2 and not partial["complete"]
+    assert not (out / "iteration_02").exists()
+    resumed = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=2, out_dir=out, student=(model, tokenizer),
+                          **LOOP)
+    assert resumed["complete"] and resumed["iterations"] == summary["iterations"]
+    with pytest.raises(ValueError, match="seed_size"):
+        run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=2, out_dir=out, student=(model, tokenizer),
+                    **dict(LOOP, seed_size=3))
+
+
+def test_wrong_annotations_and_test_questions_never_reach_the_training_data(tiny_student, tmp_path):
+    _, model, tokenizer = tiny_student
+    test_problem = load_gsm8k("test", limit=1)[0]
+    bad_reply = VALID_REPLY.replace("<<42-10=32>>32", "<<42-10=31>>31").replace("#### 32", "#### 31")
+    leak_reply = f"Question: {test_problem['question']}\nAnswer: {test_problem['answer']}"
+    replies = iter([bad_reply, leak_reply, VALID_REPLY, VALID_REPLY])
+    teacher = RecordingTeacher(ProgrammaticGSM8KTeacher(), extra_reply=lambda prompt: next(replies))
+    out = tmp_path / "run"
+    summary = run_llm2llm(SmallGSM8K(), teacher, iterations=1, out_dir=out, student=(model, tokenizer), **LOOP)
+    rejected = [r["reason"] for r in read_jsonl(out / "iteration_00" / "rejected.jsonl")]
+    assert any("42-10 = 32, not 31" in r for r in rejected)
+    assert any("test question" in r for r in rejected)
+    assert any("duplicate" in r for r in rejected)  # the second copy of the valid reply
+    assert summary["iterations"][0]["new_examples"] == 1
+    test_keys = {" ".join(r["question"].lower().split()) for r in load_gsm8k("test")}
+    trained = list(read_jsonl(out / "iteration_01" / "train.jsonl"))
+    assert len(trained) == 5 and not {" ".join(r["question"].lower().split()) for r in trained} & test_keys
+
+
+# ----------------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------------
+def test_cli_llm2llm_and_gsm8k_eval(tiny_student, tmp_path, shared_data):
+    from helpers.cli import main
+
+    path, _, _ = tiny_student
+    out = tmp_path / "cli_run"
+    assert main(["llm2llm", "--dataset", "gsm8k", "--seed-size", "3", "--iterations", "1", "--test-size", "2",
+                 "--teacher", "programmatic-gsm8k", "--out", str(out), "--student", path, "--epochs", "1",
+                 "--max-new-tokens", "8", "--max-length", "320", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [set(e) >= {"iteration", "train_size", "wrong", "new_examples", "test_accuracy"}
+            for e in summary["iterations"]] == [True, True]
+    assert summary["iterations"][0]["test_size"] == 2
+
+    data = tmp_path / "problems.jsonl"
+    data.write_text(json.dumps({"question": "What is 2+3?", "answer": "2+3 = <<2+3=5>>5\n#### 5"}) + "\n"
+                    + json.dumps({"question": "What is 4*5?", "gold": "20"}) + "\n")
+    results = tmp_path / "results.json"
+    assert main(["gsm8k-eval", "--data", str(data), "--model", path, "--limit", "2", "--out", str(results),
+                 "--max-new-tokens", "4", "--no-progress"]) == 0
+    payload = json.loads(results.read_text())
+    assert 0.0 <= payload["accuracy"] <= 1.0 and len(payload["instances"]) == 2
+    assert set(payload["instances"][1]) >= {"question", "gold", "prediction", "output", "correct"}
+    assert payload["instances"][1]["gold"] == "20"
+
+
+def test_gsm8k_file_errors_name_file_record_and_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "ok?", "gold": "1"}) + "\n" + json.dumps({"answer": "#### 2"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl: record 2: missing or empty field 'question'"):
+        read_gsm8k_file(bad)
+    bad.write_text(json.dumps({"question": "ok?", "answer": "no marker"}) + "\n")
+    with pytest.raises(ValueError, match="record 1: needs field 'gold'"):
+        read_gsm8k_file(bad)
