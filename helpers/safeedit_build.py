@@ -437,8 +437,6 @@ class _Builder:
 
     def candidates(self, questions: list[dict], templates: list[AttackTemplate]) -> list[dict]:
         k = self.s.attacks
-        if not 1 <= k <= len(templates):
-            raise ValueError(f"--attacks must be between 1 and {len(templates)} (the number of templates), got {k}")
         order = list(range(len(templates)))
         random.Random(f"{self.s.seed}:attacks").shuffle(order)
         candidates = []
@@ -584,17 +582,21 @@ def build_safeedit(out: str | Path, *, per_category: int | None = None, attacks:
         raise ValueError(f"review must be 'prescreen' or 'accept-all', got {review!r}")
     sizes = default_sizes(scale)
     settings = BuildSettings(
-        per_category=per_category or sizes["per_category"], attacks=attacks or sizes["attacks"], seed=seed,
+        per_category=sizes["per_category"] if per_category is None else per_category,
+        attacks=sizes["attacks"] if attacks is None else attacks, seed=seed,
         question_tokens=question_tokens or sizes["question_tokens"],
         response_tokens=response_tokens or sizes["response_tokens"],
         question_rounds=question_rounds if question_rounds is not None else sizes["question_rounds"],
         chunk_size=chunk_size, constrain=constrain, review=review, split_ratios=tuple(split_ratios))
     if settings.per_category < 1 or settings.chunk_size < 1:
         raise ValueError("per_category and chunk_size must be at least 1")
+    templates = load_attack_templates()
+    if not 1 <= settings.attacks <= len(templates):
+        raise ValueError(f"--attacks must be between 1 and {len(templates)} (the number of templates), "
+                         f"got {settings.attacks}")
     start = time.time()
     builder = _Builder(out, settings, teacher, hook, progress, review_path, screen, model, tokenizer)
     result = BuildResult(out=builder.out)
-    templates = load_attack_templates()
     questions = builder.questions(result)
     candidates = builder.candidates(questions, templates)
     for index, c in enumerate(candidates):

@@ -376,8 +376,10 @@ def test_cli_writes_records(tmp_path, monkeypatch, capsys):
     assert "wrote train 9, validation 9, test 9 records" in capsys.readouterr().out
     assert "| Pornography | 1 | 1 | 1 |" in (out / "README.md").read_text()
     assert list(read_jsonl(out / "teacher_log.jsonl")), "raw teacher replies are logged"
+    idle = ScriptedTeacher()
     with pytest.raises(ValueError, match="--attacks must be between 1 and 48"):
-        build_safeedit(tmp_path / "bad", teacher=ScriptedTeacher(), **{**SMALL, "attacks": 49})
+        build_safeedit(tmp_path / "bad", teacher=idle, **{**SMALL, "attacks": 49})
+    assert not idle.calls, "bad settings are refused before the teacher is asked anything"
 
 
 def test_embedded_teacher_builds_valid_records(embedded, tmp_path):
