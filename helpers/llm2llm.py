@@ -363,6 +363,7 @@ def run_llm2llm(
         start_model = previous if (continue_training and previous is not None) else base_model
         return finetune(start_model, examples, tokenizer=tokenizer, epochs=epochs, lr=lr, batch_size=batch_size,
                         max_length=max_length, lora=lora, train_layers=train_layers, seed=seed,
+                        system=getattr(task, "system", None),
                         inplace=start_model is previous, progress=progress, desc=f"iteration {i}: fine-tuning")
 
     summary = {"task": task.name, "teacher": teacher_obj.name, "config": config, "iterations": [], "timing": []}
@@ -576,15 +577,22 @@ def _write_summary(out_dir: Path, summary: dict, iterations: int, hardware: str)
     return summary
 
 
+#: ``load_run`` key → file of an iteration folder
+_RUN_FILES = {"train_records": "train", "test_predictions": "test_predictions",
+              "train_predictions": "train_predictions", "new_records": "new_examples",
+              "rejected_records": "rejected", "teacher_log": "teacher_log"}
+
+
 def load_run(out_dir: str | os.PathLike) -> dict:
-    """Everything a finished (or partial) run saved: summary, and per iteration its data and logs."""
+    """Everything a finished (or partial) run saved: the summary, and per iteration its summary entry plus
+    the lists ``train_records``, ``test_predictions``, ``train_predictions``, ``new_records``,
+    ``rejected_records`` and ``teacher_log`` read from its folder."""
     out_dir = Path(out_dir)
     summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
     iterations = []
     for entry in summary["iterations"]:
         folder = _iteration_dir(out_dir, entry["iteration"])
-        files = {name: list(read_jsonl(folder / f"{name}.jsonl"))
-                 for name in ("train", "test_predictions", "train_predictions", "new_examples", "rejected", "teacher_log")}
+        files = {key: list(read_jsonl(folder / f"{name}.jsonl")) for key, name in _RUN_FILES.items()}
         iterations.append(dict(entry, **files))
     return {"summary": summary, "iterations": iterations}
 
