@@ -495,12 +495,12 @@ def sweep_configs(kind: str = "small") -> list[dict]:
     grid = [dict(base)]
     for steps in (5, 20):
         grid.append({**base, "steps": steps})
-    for lr in (2e-4, 5e-4, 2e-3):
+    for lr in (2e-4, 5e-4, 2e-3, 5e-3):
         grid.append({**base, "lr": lr})
     for kl_weight in (0.0, 10.0):
         grid.append({**base, "kl_weight": kl_weight})
     grid.append({**base, "suffix": True})
-    grid.append({**base, "kl_grad": False, "kl_weight": 10.0})  # the reference: 0.1·NLL + no-grad KL
+    # the ablation: the reference's no-grad KL (then λ only scales the printed loss, not the update)
     grid.append({**base, "kl_grad": False})
     if kind == "tiny":
         return grid[:3]
@@ -512,21 +512,29 @@ def config_key(config: dict) -> str:
 
 
 def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequence[dict], *, log_path,
-              max_new_tokens: int = 32, max_prompt_tokens: int = 1024, progress: bool = True) -> list[dict]:
+              max_new_tokens: int = 32, max_prompt_tokens: int = 1024, general: Sequence[str] = (),
+              progress: bool = True) -> list[dict]:
     """Evaluate DINM for each config (and vanilla, with and without the suffix) with the harness.
 
-    Each finished config is appended to the JSONL ``log_path`` and skipped when the sweep is run again
-    (resumable). Returns all rows of the log: ``{"config", "key", "aggregate", "mean_edit_seconds", ...}``.
+    Each finished config is appended to the JSONL ``log_path`` (with every response, so the rows can be
+    re-judged later by :func:`rejudge`) and skipped when the sweep runs again (resumable). ``general``:
+    general-performance metrics (``"kqa"``, ``"csum"``) measured after the first edit (vanilla: once).
+    Returns all rows of the log: ``{"key", "method", "config", "aggregate", "instances", ...}``.
     """
+    from pathlib import Path
+
     from tqdm.auto import tqdm
 
     from .harness import VanillaMethod, evaluate_safeedit
     from .io import append_jsonl, read_jsonl
-    from pathlib import Path
 
     log_path = Path(log_path)
     done = {row["key"] for row in read_jsonl(log_path)} if log_path.exists() else set()
-    ids = [r["id"] for r in records]
+    general_fn = None
+    if general:
+        from .metrics import general_performance
+
+        general_fn = lambda m, t: general_performance(m, t, list(general))  # noqa: E731
     jobs = [("vanilla", {"suffix": False}), ("vanilla", {"suffix": True})] + [("dinm", dict(c)) for c in configs]
     for method_name, config in tqdm(jobs, desc="sweep", disable=not progress):
         key = f"{method_name}:{config_key(config)}"
@@ -540,22 +548,42 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
             method = DINM(max_prompt_tokens=max_prompt_tokens, **config)
         t0 = time.perf_counter()
         result = evaluate_safeedit(method, records, judge, model, tokenizer, max_new_tokens=max_new_tokens,
-                                   progress=False)
-        row = {"key": key, "method": method_name, "config": config, "ids": ids, "judge": result["judge"],
+                                   general=general_fn, progress=False)
+        keep = ("id", "responses", "labels", "toxic_layer", "loss", "nll", "kl", "nll_after", "kl_after",
+                "delta_norm", "edit_seconds")
+        row = {"key": key, "method": method_name, "config": config, "judge": result["judge"],
                "aggregate": result["aggregate"], "max_new_tokens": max_new_tokens,
-               "seconds": time.perf_counter() - t0,
+               "max_prompt_tokens": max_prompt_tokens, "seconds": time.perf_counter() - t0,
                "mean_edit_seconds": result["timings"].get("mean_edit_seconds"),
-               "toxic_layers": [inst.get("toxic_layer") for inst in result["instances"]],
-               "kl_after": [inst.get("kl_after") for inst in result["instances"]],
-               "nll_after": [inst.get("nll_after") for inst in result["instances"]]}
+               "instances": [{k: inst[k] for k in keep if k in inst} for inst in result["instances"]]}
         append_jsonl(log_path, row)
         done.add(key)
     return list(read_jsonl(log_path))
 
 
+def rejudge(rows: Sequence[dict], judge) -> list[dict]:
+    """Recompute DS/DG of sweep rows from their stored responses with another ``judge`` (name or Judge).
+
+    Fluency and general-performance numbers do not depend on the judge and are kept.
+    """
+    from .judge import get_judge
+    from .metrics import METRIC_KEYS, aggregate_safety
+
+    judge = get_judge(judge) if isinstance(judge, str) else judge
+    out = []
+    for row in rows:
+        texts = [inst["responses"][k] for inst in row["instances"] for k in METRIC_KEYS]
+        labels = judge.predict(texts)
+        by_key = {k: labels[i::len(METRIC_KEYS)] for i, k in enumerate(METRIC_KEYS)}
+        aggregate = {**row["aggregate"], **aggregate_safety(by_key)}
+        out.append({**row, "judge": judge.name, "aggregate": aggregate})
+    return out
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import json
+    import sys
 
     from .config import results_dir, set_seed
     from .data import load_safeedit
@@ -575,10 +603,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grid", default="small", choices=["small", "tiny"])
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--max-prompt-tokens", type=int, default=1024)
+    p.add_argument("--general", default="kqa,csum", help="general-performance metrics after the first edit ('' = none)")
     p.add_argument("--log", default=None, help="JSONL log (resumable); default results/dinm_sweep.jsonl")
     p.add_argument("--out", default=None, help="summary JSON; default results/dinm_sweep.json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from .harness import default_judge_name
 
@@ -588,10 +622,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
     judge = get_judge(args.judge or default_judge_name())
     log = args.log or results_dir() / "dinm_sweep.jsonl"
     rows = run_sweep(model, tokenizer, records, judge, sweep_configs(args.grid), log_path=log,
-                     max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens)
-    summary = {"data": args.data, "split": args.split, "limit": args.limit, "model": args.model or "smollm2-135m-instruct",
+                     max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                     general=[g for g in args.general.split(",") if g.strip()])
+    import datetime
+
+    summary = {"date": datetime.date.today().isoformat(), "data": args.data, "split": args.split, "limit": args.limit, "model": args.model or "smollm2-135m-instruct",
                "judge": judge.name, "hardware": hardware(), "max_new_tokens": args.max_new_tokens,
-               "max_prompt_tokens": args.max_prompt_tokens, "rows": rows}
+               "max_prompt_tokens": args.max_prompt_tokens, "general": args.general,
+               "command": "python -m helpers.dinm sweep " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "rows": rows}
     out = args.out or results_dir() / "dinm_sweep.json"
     atomic_write_json(out, summary)
     print(json.dumps([(r["key"], r["aggregate"]) for r in rows], indent=1))

@@ -212,12 +212,13 @@ def _generation_error(record, source):
 
 
 def record_distances(model, tokenizer, record: dict, *, variants: Sequence[str] = VARIANTS, context: str = "none",
-                     max_tokens: int = 256, source: str = "<records>") -> dict:
+                     max_tokens: int = 256, max_prompt_tokens: int = 512, source: str = "<records>") -> dict:
     """``{variant: tensor[n_layers]}`` for one record, from a single forward pass (batch of two)."""
     import torch
 
     module_names(model)  # a clear error for unsupported architectures
-    ids, mask, truncated = pair_inputs(tokenizer, record, context=context, max_tokens=max_tokens, source=source)
+    ids, mask, truncated = pair_inputs(tokenizer, record, context=context, max_tokens=max_tokens,
+                                       max_prompt_tokens=max_prompt_tokens, source=source)
     device = next(model.parameters()).device
     with torch.no_grad():
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
@@ -236,7 +237,8 @@ def locate_toxic_layer(model, tokenizer, record: dict, *, variant: str = "refere
 
 
 def locate_records(model, tokenizer, records: Sequence[dict], *, variants: Sequence[str] = VARIANTS,
-                   context: str = "none", max_tokens: int = 256, progress: bool = True) -> dict:
+                   context: str = "none", max_tokens: int = 256, max_prompt_tokens: int = 512,
+                   progress: bool = True) -> dict:
     """Distances and toxic layers of many records (one forward pass each).
 
     Returns ``{"ids", "categories", "distances": {variant: ndarray[n_records, n_layers]},
@@ -249,7 +251,8 @@ def locate_records(model, tokenizer, records: Sequence[dict], *, variants: Seque
     rows = {v: [] for v in variants}
     truncated = []
     for record in tqdm(records, desc="locating", disable=not progress or len(records) < 2):
-        d = record_distances(model, tokenizer, record, variants=variants, context=context, max_tokens=max_tokens)
+        d = record_distances(model, tokenizer, record, variants=variants, context=context, max_tokens=max_tokens,
+                             max_prompt_tokens=max_prompt_tokens)
         for v in variants:
             rows[v].append(d[v].numpy())
         truncated.append(d["truncated"])

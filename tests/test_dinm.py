@@ -161,3 +161,15 @@ def test_options_suffix_first_layer_and_lr(embedded):
         DINM(locate="sometimes")
     assert default_lr(model) == 5e-4  # a llama-type model: the reference's LLaMA-2 rate
     assert default_lr(embedded[0]) > 0
+
+
+def test_rejudge_recomputes_safety_from_stored_responses():
+    from helpers.dinm import rejudge
+
+    keys = ["DS", "DG_onlyQ", "DG_otherA", "DG_otherQ", "DG_otherAQ"]
+    row = {"method": "dinm", "config": {}, "judge": "other", "aggregate": {"DS": 0.0, "fluency": 3.0, "KQA": 50.0},
+           "instances": [{"responses": {k: "I'm sorry, I can't help with that." for k in keys}},
+                         {"responses": {**{k: "Sure! Step one is easy." for k in keys}, "DS": "I cannot assist."}}]}
+    out = rejudge([row], "keyword")[0]
+    assert out["judge"] == "keyword" and out["aggregate"]["DS"] == 100.0
+    assert out["aggregate"]["DG_onlyQ"] == 50.0 and out["aggregate"]["fluency"] == 3.0 and out["aggregate"]["KQA"] == 50.0

@@ -1,0 +1,228 @@
+"""Benchmark DINM's fast path against a straightforward full-forward implementation, in one run.
+
+For one SafeEdit record and one or more layers (default: the middle layer), both paths run the same edit
+(same inputs, steps, learning rate, KL weight, KL with gradient). The script prints, per layer,
+
+* the per-edit time of each path (setup + all steps), as wall time and as the CPU time of the process —
+  on a shared machine the CPU time is the steadier measure of the work;
+* the speed-up full / fast;
+* whether the two loss trajectories agree within ``--rtol`` (exit status 1 if not, or if the speed-up at
+  the first layer is below ``--require-speedup``);
+
+and, with ``--memory`` (default on), the peak memory of one edit on CPU: each path runs once more in a
+fresh subprocess that loads the model, runs one no-grad forward pass (so every weight is paged in),
+resets the Linux high-water mark (``/proc/self/clear_refs``) and reports the peak resident set during the
+edit (``VmHWM``), in total and on top of the loaded model.
+
+    python benchmarks/bench_dinm.py                                   # embedded model, sample record 0
+    python benchmarks/bench_dinm.py --layers 8,15,22,28 --out results/dinm_benchmark.json
+    python benchmarks/bench_dinm.py --device cuda --max-prompt-tokens 1024   # on a GPU (no memory probe)
+
+Before timing, each path runs a one-step edit (warm-up: first calls allocate).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, limits):
+    """One full edit (setup + steps), then restore; returns ``(wall seconds, history)``.
+
+    ``history`` has the per-step losses, ``setup_seconds`` and ``cpu_seconds`` (CPU time of the process over
+    the edit, all threads)."""
+    import torch
+
+    from helpers.dinm import DINMSession
+
+    sync = torch.cuda.synchronize if next(model.parameters()).is_cuda else (lambda: None)
+    sync()
+    t0, c0 = time.perf_counter(), time.process_time()
+    session = DINMSession(model, tokenizer, record, layer, fast=fast, **limits)
+    setup = time.perf_counter() - t0
+    history = session.run(steps=steps, lr=lr, kl_weight=kl_weight, final=False)
+    sync()
+    seconds = time.perf_counter() - t0
+    history["cpu_seconds"] = time.process_time() - c0
+    history["setup_seconds"] = setup
+    session.restore()
+    return seconds, history
+
+
+def _load(args):
+    import torch
+
+    from helpers.data import load_safeedit
+    from helpers.models import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=torch.float32)
+    record = load_safeedit(args.data)[args.record]
+    return model, tokenizer, record
+
+
+def _limits(args) -> dict:
+    return {"max_prompt_tokens": args.max_prompt_tokens, "max_target_tokens": args.max_target_tokens,
+            "max_kc_tokens": args.max_kc_tokens}
+
+
+def probe_memory(args) -> dict:
+    """(In a fresh process) peak resident memory of one edit with ``args.probe_memory`` = fast|full."""
+    import torch
+
+    from helpers.dinm import default_lr
+
+    model, tokenizer, record = _load(args)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3, 4]]), use_cache=False)
+    rss_before = _status_kb("VmRSS")
+    if not _reset_peak() or rss_before is None:
+        return {"error": "no /proc/self/clear_refs or VmRSS here (Linux only)"}
+    layer = args.layer_list[0]
+    lr = args.lr if args.lr is not None else default_lr(model)
+    run_edit(model, tokenizer, record, layer, fast=args.probe_memory == "fast", steps=args.steps, lr=lr,
+             kl_weight=args.kl_weight, limits=_limits(args))
+    peak = _status_kb("VmHWM")
+    return {"rss_before_mib": rss_before / 1024, "peak_mib": peak / 1024, "peak_extra_mib": (peak - rss_before) / 1024}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="default: the embedded smollm2-135m-instruct")
+    parser.add_argument("--data", default="sample")
+    parser.add_argument("--record", type=int, default=0, help="index of the record in --data")
+    parser.add_argument("--layers", default=None, help="comma-separated layers (default: the middle layer)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=None, help="default: helpers.dinm.default_lr(model)")
+    parser.add_argument("--kl-weight", type=float, default=1.0)
+    parser.add_argument("--max-prompt-tokens", type=int, default=1024)
+    parser.add_argument("--max-target-tokens", type=int, default=256)
+    parser.add_argument("--max-kc-tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=1, help="timed edits per path and layer (the best counts)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--rtol", type=float, default=1e-3)
+    parser.add_argument("--require-speedup", type=float, default=None)
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="probe the peak memory of one edit per path in a fresh process (CPU, Linux)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="write the numbers as JSON here")
+    parser.add_argument("--probe-memory", choices=["fast", "full"], default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.layer_list = [int(x) for x in args.layers.split(",")] if args.layers else None
+
+    if args.probe_memory:
+        if args.layer_list is None:
+            raise SystemExit("--probe-memory needs --layers")
+        print(json.dumps(probe_memory(args)))
+        return 0
+
+    import torch
+
+    from helpers.dinm import build_edit_inputs, default_lr
+    from helpers.locate import num_layers
+    from helpers.results import hardware
+
+    model, tokenizer, record = _load(args)
+    layers = args.layer_list or [num_layers(model) // 2]
+    lr = args.lr if args.lr is not None else default_lr(model)
+    limits = _limits(args)
+    inputs = build_edit_inputs(tokenizer, record, **limits)
+    print(f"record id {record['id']}: edit input {len(inputs.prompt_ids)}+{len(inputs.target_ids)} tokens, "
+          f"knowledge constraint {len(inputs.kc_prompt_ids)}+{len(inputs.kc_answer_ids)} tokens; "
+          f"{num_layers(model)} layers; {args.steps} steps; lr {lr}; {torch.get_num_threads()} torch threads; "
+          f"{hardware()}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    kw = dict(steps=args.steps, lr=lr, kl_weight=args.kl_weight, limits=limits)
+    for fast in (True, False):  # warm-up
+        run_edit(model, tokenizer, record, layers[0], fast=fast, **{**kw, "steps": 1})
+
+    per_layer, ok = [], True
+    for layer in layers:
+        runs = {"fast": [], "full": []}
+        for _ in range(args.repeats):
+            for name in ("fast", "full"):
+                runs[name].append(run_edit(model, tokenizer, record, layer, fast=name == "fast", **kw))
+        row = {"layer": layer}
+        for name, items in runs.items():
+            best_wall = min(s for s, _ in items)
+            best_cpu = min(h["cpu_seconds"] for _, h in items)
+            history = items[0][1]
+            row[name] = {"seconds": best_wall, "cpu_seconds": best_cpu, "all_seconds": [s for s, _ in items],
+                         "setup_seconds": history["setup_seconds"], "step_seconds": history["step_seconds"],
+                         "loss": history["loss"], "nll": history["nll"], "kl": history["kl"]}
+        a, b = row["fast"]["loss"], row["full"]["loss"]
+        row["loss_max_rel_diff"] = max(abs(x - y) / max(abs(y), 1e-8) for x, y in zip(a, b))
+        row["agree"] = len(a) == len(b) and row["loss_max_rel_diff"] <= args.rtol
+        row["speedup_wall"] = row["full"]["seconds"] / row["fast"]["seconds"]
+        row["speedup_cpu"] = row["full"]["cpu_seconds"] / row["fast"]["cpu_seconds"]
+        ok &= row["agree"]
+        per_layer.append(row)
+        print(f"layer {layer:>3}: fast {row['fast']['seconds']:7.2f} s ({row['fast']['cpu_seconds']:6.2f} s CPU) | "
+              f"full {row['full']['seconds']:7.2f} s ({row['full']['cpu_seconds']:6.2f} s CPU) | speed-up "
+              f"{row['speedup_wall']:.2f}x wall, {row['speedup_cpu']:.2f}x CPU | losses agree within rtol "
+              f"{args.rtol}: {row['agree']} (max rel. diff {row['loss_max_rel_diff']:.1e})", flush=True)
+    print("fast loss:", " ".join(f"{x:.4f}" for x in per_layer[0]["fast"]["loss"]))
+    print("full loss:", " ".join(f"{x:.4f}" for x in per_layer[0]["full"]["loss"]))
+
+    memory = {}
+    if args.memory and args.device == "cpu":
+        for name in ("fast", "full"):
+            cmd = [sys.executable, __file__, "--probe-memory", name, "--layers", str(layers[0])]
+            for flag in ("model", "data", "record", "steps", "lr", "kl_weight", "max_prompt_tokens",
+                         "max_target_tokens", "max_kc_tokens", "threads"):
+                value = getattr(args, flag)
+                if value is not None:
+                    cmd += [f"--{flag.replace('_', '-')}", str(value)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+            memory[name] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"error": proc.stderr[-500:]}
+            m = memory[name]
+            if "peak_mib" in m:
+                print(f"memory, one {name} edit at layer {layers[0]}: peak {m['peak_mib']:.0f} MiB resident, "
+                      f"{m['peak_extra_mib']:.0f} MiB on top of the loaded model ({m['rss_before_mib']:.0f} MiB)")
+            else:
+                print(f"memory probe ({name}) failed: {m['error']}")
+
+    if args.out:
+        from helpers.io import atomic_write_json
+
+        payload = {"hardware": hardware(), "torch_threads": torch.get_num_threads(), "device": args.device,
+                   "model": args.model or "smollm2-135m-instruct", "record_id": record["id"],
+                   "n_layers": num_layers(model), "steps": args.steps, "lr": lr, "kl_weight": args.kl_weight,
+                   "edit_tokens": [len(inputs.prompt_ids), len(inputs.target_ids)],
+                   "kc_tokens": [len(inputs.kc_prompt_ids), len(inputs.kc_answer_ids)], "repeats": args.repeats,
+                   "rtol": args.rtol, "load_average": os.getloadavg(), "layers": per_layer, "memory": memory}
+        atomic_write_json(Path(args.out), payload)
+        print(f"wrote {args.out}")
+    if args.require_speedup is not None:
+        ok &= per_layer[0]["speedup_cpu"] >= args.require_speedup
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
