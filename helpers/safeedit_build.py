@@ -648,6 +648,8 @@ def plot_counts(splits: dict, path: str | Path | None = None):
                     hue_order=list(SPLITS), palette="viridis")
         ax.set_title(title)
         ax.set_ylabel("")
+    axes[0].get_legend().remove()
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1.0), title="split", frameon=False)
     if path is None:
         return fig
     path = Path(path)
