@@ -17,7 +17,7 @@ from helpers.data import (GENERALIZATION_FIELDS, SAFEEDIT_CATEGORIES, SAFEEDIT_F
 from helpers.io import read_jsonl
 from helpers.review import (Reviewer, apply_review, is_refusal, is_repetitive, load_decisions, propose,
                             record_decision, review, usable_refusal)
-from helpers.safeedit_build import (allocate, build_safeedit, complete_sentences, deduplicate, load_mild_questions,
+from helpers.safeedit_build import (REFUSE_INSTRUCTION, allocate, build_safeedit, complete_sentences, deduplicate, load_mild_questions,
                                     near_duplicate, parse_questions, question_problem, stratified_split)
 from helpers.teacher import NAMED_TEACHERS, Teacher, TeacherError
 
@@ -384,8 +384,9 @@ def test_cli_writes_records(tmp_path, monkeypatch, capsys):
 
 def test_embedded_teacher_builds_valid_records(embedded, tmp_path):
     model, tokenizer = embedded
+    # question_rounds=0: the curated questions only (the notebook shows the teacher writing questions)
     result = build_safeedit(tmp_path, model=model, tokenizer=tokenizer, per_category=1, attacks=1,
-                            question_tokens=24, response_tokens=12, chunk_size=32, plot=False, progress=False,
+                            question_rounds=0, response_tokens=10, chunk_size=32, plot=False, progress=False,
                             constrain="team", review="accept-all")
     records = [r for rs in result.splits.values() for r in rs]
     assert len(records) == 9 and len(result.splits["train"]) == 9, "one question per category goes to train"
@@ -393,6 +394,7 @@ def test_embedded_teacher_builds_valid_records(embedded, tmp_path):
     assert all(isinstance(r["unsafe generation"], str) for r in records)
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["settings"]["teacher"] == "smollm2-135m-instruct"
-    assert provenance["settings"]["response_tokens"] == 12
+    assert provenance["settings"]["response_tokens"] == 10
     logged = list(read_jsonl(tmp_path / "teacher_log.jsonl"))
-    assert len(logged) == 9 + 2 * 9, "every raw reply (questions, safe, unsafe) is logged"
+    assert len(logged) == 2 * 9, "every raw reply (safe and unsafe rounds) is logged"
+    assert {e["settings"]["system"] for e in logged} == {None, REFUSE_INSTRUCTION}
