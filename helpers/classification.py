@@ -46,7 +46,8 @@ SPECS: dict[str, dict] = {
     "sst2": {
         "what": "movie-review sentiment",
         "unit": "movie-review sentence",
-        "question": "Is the sentiment of this movie-review sentence negative or positive?",
+        "question": "Is this movie review negative or positive?",
+        "field": "Review",
         "labels": {"negative": "negative opinion", "positive": "positive opinion"},
         "style": "lower case, tokenised like the example (spaces around punctuation, 's and n't split off)",
         "max_words": 60,
@@ -54,7 +55,8 @@ SPECS: dict[str, dict] = {
     "trec": {
         "what": "question-type (TREC)",
         "unit": "question",
-        "question": "What kind of answer does this question ask for?",
+        "question": "Which type of answer does this question ask for: ABBR, ENTY, DESC, HUM, LOC or NUM?",
+        "field": "Question",
         "labels": {"ABBR": "an abbreviation or its expansion", "ENTY": "an entity (thing, animal, colour, …)",
                    "DESC": "a description, definition or reason", "HUM": "a person or group",
                    "LOC": "a location", "NUM": "a number, date, amount or other numeric value"},
@@ -64,7 +66,9 @@ SPECS: dict[str, dict] = {
     "snips": {
         "what": "voice-assistant intent (SNIPS)",
         "unit": "voice-assistant request",
-        "question": "What is the intent of this voice-assistant request?",
+        "question": ("Which intent: AddToPlaylist, BookRestaurant, GetWeather, PlayMusic, RateBook, "
+                     "SearchCreativeWork or SearchScreeningEvent?"),
+        "field": "Request",
         "labels": {"AddToPlaylist": "add a song or artist to a playlist",
                    "BookRestaurant": "book a table at a restaurant",
                    "GetWeather": "ask for the weather", "PlayMusic": "play music",
@@ -220,18 +224,21 @@ class ClassificationTask(Task):
     """SST-2, TREC, SNIPS or CaseHOLD as an LLM2LLM task (see the module docstring).
 
     ``near_copy``: a generated text at least this similar (:func:`similarity`) to its seed is rejected.
-    ``system``: an optional system prompt for the student (training and evaluation alike).
+    The student prompt is short on purpose (it is run for every training step and every prediction on CPU);
+    the teacher prompt explains the labels.
     """
 
-    def __init__(self, name: str, *, near_copy: float = 0.95, system: str | None = None,
-                 max_words: int | None = None):
+    #: the teacher the LLM2LLM loop uses when none is named: the offline stand-in (works in CI); pass
+    #: ``teacher="embedded"``, a local model or ``"openai:MODEL"`` for a real LLM teacher
+    default_teacher = "offline-classification"
+
+    def __init__(self, name: str, *, near_copy: float = 0.95, max_words: int | None = None):
         if name not in SPECS:
             raise ValueError(f"unknown classification data set {name!r}; choose one of {sorted(SPECS)}")
         self.name = name
         self.spec = SPECS[name]
         self.labels: list[str] = list(LABELS[name])
         self.near_copy = near_copy
-        self.system = system
         self.max_words = max_words or self.spec["max_words"]
         self.multiple_choice = name == "casehold"
         self.test_keys: set[str] | None = None
@@ -286,8 +293,7 @@ class ClassificationTask(Task):
             holdings = "\n".join(f"{i}: {c}" for i, c in enumerate(record["choices"]))
             return (f"{self.spec['question']} Answer with the number only.\n"
                     f"Context: {record['text']}\nHoldings:\n{holdings}")
-        return (f"{self.spec['question']} Answer with one label: {self.options_text()}.\n"
-                f"{self.spec['unit'].capitalize()}: {record['text']}")
+        return f"{self.spec['question']}\n{self.spec['field']}: {record['text']}"
 
     def target(self, record: dict) -> str:
         return record["label"]
@@ -298,12 +304,18 @@ class ClassificationTask(Task):
             text += " || " + " | ".join(_norm(c) for c in record["choices"])
         return text
 
+    def dedup_text(self, record: dict) -> str:
+        """What the loop's near-duplicate check (ROUGE-L) compares: the text (and holdings) with the label —
+        not the instruction, which every prompt shares."""
+        holdings = " ".join(record.get("choices") or ())
+        return f"{record['text']} {holdings}\n{record['label']}"
+
     def predict(self, model, tokenizer, records: Sequence[dict], *, batch_size: int = 8,
-                progress: bool = True) -> list[dict]:
+                progress: bool = True, desc: str | None = None) -> list[dict]:
         """Label-constrained prediction: ``{"prediction", "output", "correct", "scores"}`` per record."""
         records = list(records)
-        scores = score_labels(model, tokenizer, [self.prompt(r) for r in records], self.labels, system=self.system,
-                              batch_size=batch_size, progress=progress, desc=f"{self.name}: scoring")
+        scores = score_labels(model, tokenizer, [self.prompt(r) for r in records], self.labels,
+                              batch_size=batch_size, progress=progress, desc=desc or f"{self.name}: scoring")
         out = []
         for record, row in zip(records, scores):
             best = max(range(len(self.labels)), key=lambda j: (row[j], -j))
@@ -495,3 +507,102 @@ class OfflineClassificationTeacher(Teacher):
 
     def _complete(self, prompts, *, max_new_tokens, temperature, seed, system):
         return [self._one(prompt, seed, temperature) for prompt in prompts]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The chapter's comparison: seed-only vs LLM2LLM vs AugGPT vs EDA at an equal data budget
+# ----------------------------------------------------------------------------------------------------
+METHODS = ("seed-only", "llm2llm", "auggpt", "eda")
+
+
+def compare_methods(dataset: str, *, out_dir, seed_size: int, iterations: int, test_size: int | None = None,
+                    teacher=None, student=None, epochs: float = 3, lr: float = 5e-5, batch_size: int = 8,
+                    max_length: int = 512, train_layers: int | None = None, per_wrong: int = 1,
+                    evaluate_on: str = "train", teacher_max_new_tokens: int = 128, seed: int = 0,
+                    progress: bool = True) -> dict:
+    """Run LLM2LLM on ``dataset`` and its baselines at an equal data budget; returns (and writes
+    ``out_dir/comparison.json``) ``{"dataset", "budget", "methods": {name: {"train_size", "test_accuracy", …}}}``.
+
+    * **seed-only** — the LLM2LLM run's iteration 0 (the same student trained on the seeds alone);
+    * **llm2llm** — :func:`helpers.llm2llm.run_llm2llm` for ``iterations`` rounds (``out_dir/llm2llm``);
+    * **auggpt** — the teacher rephrases every seed (:func:`helpers.auggpt.auggpt`) until it has added as many
+      examples as LLM2LLM did (``budget``);
+    * **eda** — :func:`helpers.eda.augment` adds ``budget`` EDA variants of the seeds.
+
+    Every student starts from the same base model with the same training settings and seed; the augmented
+    ones train on ``seed_size + budget`` examples. Each finished method is saved under ``out_dir`` and reused
+    by a rerun. ``student``: an already loaded ``(model, tokenizer)`` (never modified); ``teacher``: a
+    :class:`~helpers.teacher.Teacher` or a name (default: the task's offline stand-in).
+    """
+    import json
+    from pathlib import Path
+
+    from .auggpt import auggpt
+    from .eda import augment
+    from .io import atomic_write_json, read_jsonl, write_jsonl
+    from .llm2llm import run_llm2llm
+    from .models import load_model
+    from .student import finetune
+    from .teacher import Teacher, get_teacher
+
+    out_dir = Path(out_dir)
+    task = make_task(dataset)
+    if student is None:
+        student = load_model()
+    base_model, tokenizer = student
+    teacher = teacher or task.default_teacher
+    run_dir = out_dir / "llm2llm"
+    summary = run_llm2llm(task, teacher, seed_size=seed_size, iterations=iterations, out_dir=run_dir,
+                          per_wrong=per_wrong, test_size=test_size, student=student, epochs=epochs, lr=lr,
+                          batch_size=batch_size, max_length=max_length, train_layers=train_layers,
+                          evaluate_on=evaluate_on, teacher_max_new_tokens=teacher_max_new_tokens, seed=seed,
+                          progress=progress)
+    seeds = list(read_jsonl(run_dir / "seed.jsonl"))
+    entries = summary["iterations"]
+    budget = entries[-1]["train_size"] - entries[0]["train_size"]
+    test = task.load("test", test_size)
+    teacher_obj = teacher if isinstance(teacher, Teacher) else (
+        get_teacher(teacher, model=base_model, tokenizer=tokenizer) if teacher in ("embedded", None)
+        else get_teacher(teacher))
+
+    def train_and_test(method: str, examples: list[dict]) -> dict:
+        path = out_dir / method / "result.json"
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8"))
+        write_jsonl(out_dir / method / "train.jsonl", examples)
+        model = finetune(base_model, [{"prompt": task.prompt(r), "response": task.target(r)} for r in examples],
+                         tokenizer=tokenizer, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
+                         train_layers=train_layers, seed=seed, progress=progress, desc=f"{method}: fine-tuning")
+        predictions = task.predict(model, tokenizer, test, progress=progress, desc=f"{method}: test")
+        write_jsonl(out_dir / method / "test_predictions.jsonl", predictions)
+        del model
+        correct = sum(p["correct"] for p in predictions)
+        result = {"train_size": len(examples), "added": len(examples) - len(seeds),
+                  "test_accuracy": correct / max(1, len(test)), "test_correct": correct}
+        atomic_write_json(path, result)
+        return result
+
+    methods = {
+        "seed-only": {"train_size": entries[0]["train_size"], "added": 0,
+                      "test_accuracy": entries[0]["test_accuracy"], "test_correct": entries[0]["test_correct"]},
+        "llm2llm": {"train_size": entries[-1]["train_size"], "added": budget,
+                    "test_accuracy": entries[-1]["test_accuracy"], "test_correct": entries[-1]["test_correct"],
+                    "per_iteration": [e["test_accuracy"] for e in entries]},
+    }
+    aug_path = out_dir / "auggpt" / "examples.jsonl"
+    if aug_path.exists():
+        rephrased = list(read_jsonl(aug_path))
+    else:
+        teacher_obj.log_path = out_dir / "auggpt" / "teacher_log.jsonl"
+        result = auggpt(task, [{k: v for k, v in s.items() if k != "origin"} for s in seeds], teacher_obj, budget,
+                        seed=seed, max_new_tokens=teacher_max_new_tokens, progress=progress)
+        write_jsonl(out_dir / "auggpt" / "rejected.jsonl", result["rejected"])
+        rephrased = result["examples"]
+        write_jsonl(aug_path, rephrased)
+    methods["auggpt"] = train_and_test("auggpt", seeds + rephrased)
+    methods["eda"] = train_and_test("eda", seeds + augment(seeds, budget, seed=seed, key=task.key))
+    comparison = {"dataset": dataset, "seed_size": len(seeds), "iterations": iterations, "budget": budget,
+                  "test_size": len(test), "teacher": summary["teacher"], "methods": methods,
+                  "hardware": summary.get("hardware")}
+    atomic_write_json(out_dir / "comparison.json", comparison)
+    return comparison
