@@ -648,7 +648,7 @@ def _method_options(method) -> dict:
 def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_records: Sequence[dict] | None = None,
                    methods: Sequence = TABLE_METHODS, method_options: dict | None = None,
                    general: Callable | None = None, general_instances: int = 1, max_new_tokens: int = 48,
-                   batch_size: int = 16, out: str | os.PathLike | None = None, resume: bool = True,
+                   max_input_tokens: int | None = 1024, batch_size: int = 16, out: str | os.PathLike | None = None, resume: bool = True,
                    progress: bool = True, settings: dict | None = None) -> dict:
     """Evaluate every method of ``methods`` (names for :func:`helpers.harness.get_method`, with keyword
     options from ``method_options[name]``, or :class:`~helpers.harness.Method` instances) and collect the
@@ -670,7 +670,8 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
     method_options = method_options or {}
     records = list(records)
     settings = {"n_records": len(records), "record_ids": [r["id"] for r in records],
-                "judge": getattr(judge, "name", type(judge).__name__), "max_new_tokens": max_new_tokens,
+                "judge": judge if isinstance(judge, str) else getattr(judge, "name", type(judge).__name__),
+                "max_new_tokens": max_new_tokens, "max_input_tokens": max_input_tokens,
                 "n_train_records": len(train_records or []), "scale": get_scale(), "hardware": hardware(),
                 **(settings or {})}
     table = {"settings": settings, "rows": {}}
@@ -700,6 +701,7 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
         with PeakMemory() as memory:
             result = evaluate_safeedit(method, records, judge, model, tokenizer, train_records=train_records,
                                        max_new_tokens=max_new_tokens, batch_size=batch_size, general=general,
+                                       max_input_tokens=max_input_tokens,
                                        general_instances=general_instances, progress=progress)
         if parameter_checksum(model) != base_checksum:
             raise RuntimeError(f"{name} changed the base model's weights; every method must train a copy")
@@ -795,6 +797,8 @@ def add_arguments_safeedit_table(parser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method-options", default="{}",
+                        help='JSON: method → keyword options, e.g. \'{"sft": {"epochs": 3}, "mend": {"steps": 40}}\'')
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--out", default="results/safeedit_main_table_small.json",
                         help="JSON output; the markdown table goes next to it (.md)")
@@ -818,11 +822,20 @@ def main_safeedit_table(args) -> int:
 
         names = [g.strip() for g in args.general.split(",") if g.strip()]
         general = lambda m, t: general_performance(m, t, names)  # noqa: E731
+    import json
+
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        method_options = json.loads(args.method_options)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--method-options is not valid JSON: {err}") from err
+    if not isinstance(method_options, dict) or not all(isinstance(v, dict) for v in method_options.values()):
+        raise SystemExit("--method-options must be a JSON object of objects: {\"method\": {\"option\": value}}")
     table = run_main_table(model, tokenizer, records, judge, train_records=train_records, methods=methods,
-                           general=general, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                           method_options=method_options, general=general, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                            out=args.out, resume=not args.no_resume,
                            settings={"data": args.data, "train_data": args.train_data, "seed": args.seed,
+                                     "method_options": method_options, "train_limit": args.train_limit,
                                      "model": args.model or "smollm2-135m-instruct", "general": args.general})
     md_path = Path(args.out).with_suffix(".md")
     atomic_write_text(md_path, table_markdown(table))

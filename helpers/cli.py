@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-model": ("helpers.info", "download and convert the embedded model now (about a minute, once)"),
     "safeedit-build": ("helpers.safeedit_build", "build a SafeEdit-style benchmark (chapter 01)"),
     "safeedit-eval": ("helpers.harness", "evaluate a detoxification method on SafeEdit records (chapters 02-06)"),
+    "safeedit-table": ("helpers.baselines", "the DINM paper's main table: every method on SafeEdit records (chapter 06)"),
     "llm2llm": ("helpers.llm2llm", "run the LLM2LLM loop (chapters 07-08)"),
     "gsm8k-eval": ("helpers.llm2llm", "evaluate a model on GSM8K test problems (chapter 07)"),
     "run-all": ("helpers.run_all", "execute every notebook in small mode and write results/summary.md"),
