@@ -1,15 +1,20 @@
 """SafeEdit harness throughput: records/min batched across records vs one record at a time.
 
     python benchmarks/bench_harness.py [--data sample] [--records 4] [--max-new-tokens 32] [--batch-size 16]
-                                       [--max-input-tokens 1024] [--cap 256]
+                                       [--max-input-tokens 1024] [--threads N] [--full-batches] [--cap N]
 
-Both runs evaluate the same records with the vanilla embedded model and the keyword judge (so the number is
-about generation, which dominates). *One record at a time* is how a per-instance editor must run: the five
-inputs of a record form one batch, padded to the longest (a short "only question" input padded to a
-1,000-token jailbreak prompt). *Batched* is the global-method path of ``evaluate_safeedit``: the inputs of
-all records are sorted by length and generated ``--batch-size`` at a time, so a batch holds inputs of similar
-length and the decoder steps are shared by more sequences. With ``--cap N`` a third run also caps inputs at
-N tokens (a different setting: it changes what the model sees, so it is printed separately).
+All runs evaluate the same records with the vanilla embedded model and the keyword judge (so the time is
+generation, which dominates) and print records/min:
+
+* **one record at a time, one padded batch** — the five inputs of a record in one batch, padded to the
+  longest (a 40-token "only question" input padded to a 1,000-token jailbreak prompt): the naive loop;
+* **one record at a time, length-bucketed** — what the harness now does for per-instance editors (DINM):
+  the five inputs split into batches of similar length (:func:`helpers.harness.length_buckets`);
+* **batched across records** — the global-method path of ``evaluate_safeedit``: all records' inputs sorted
+  by length and bucketed, at most ``--batch-size`` per batch, so decoding steps are shared by more inputs.
+
+``--full-batches`` adds the batched run without bucketing; ``--cap N`` adds a batched run with inputs capped
+at N tokens (a different setting: the model sees less of each prompt, so it is printed separately).
 """
 from __future__ import annotations
 
@@ -24,17 +29,20 @@ from helpers.judge import KeywordJudge
 from helpers.models import load_model
 
 
-def run(model, tokenizer, records, *, per_record: bool, batch_size: int, max_new_tokens: int,
-        max_input_tokens: int | None) -> tuple[float, list[dict]]:
+def run(model, tokenizer, records, *, per_record: bool, **kwargs) -> tuple[float, list[dict]]:
     method, judge = VanillaMethod(), KeywordJudge()
-    kwargs = dict(max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens, progress=False)
     start = time.perf_counter()
     if per_record:
-        instances = [evaluate_safeedit(method, [r], judge, model, tokenizer, batch_size=5, **kwargs)["instances"][0]
+        instances = [evaluate_safeedit(method, [r], judge, model, tokenizer, progress=False, **kwargs)["instances"][0]
                      for r in records]
     else:
-        instances = evaluate_safeedit(method, records, judge, model, tokenizer, batch_size=batch_size, **kwargs)["instances"]
+        instances = evaluate_safeedit(method, records, judge, model, tokenizer, progress=False, **kwargs)["instances"]
     return time.perf_counter() - start, instances
+
+
+def same_replies(a: list[dict], b: list[dict]) -> str:
+    same = sum(x["responses"][k] == y["responses"][k] for x, y in zip(a, b) for k in x["responses"])
+    return f"{same}/{sum(len(x['responses']) for x in a)}"
 
 
 def main() -> None:
@@ -44,28 +52,41 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-input-tokens", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--full-batches", action="store_true", help="also run batched without length buckets")
     parser.add_argument("--cap", type=int, default=0, help="also run batched with inputs capped at N tokens")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, tokenizer = load_model()
     records = load_safeedit(args.data, limit=args.records)
-    run(model, tokenizer, records[:1], per_record=False, batch_size=5, max_new_tokens=2,
-        max_input_tokens=args.max_input_tokens)  # warm-up
-    opts = dict(max_new_tokens=args.max_new_tokens, max_input_tokens=args.max_input_tokens)
-    single_s, single = run(model, tokenizer, records, per_record=True, batch_size=5, **opts)
-    batched_s, batched = run(model, tokenizer, records, per_record=False, batch_size=args.batch_size, **opts)
-    same = sum(a["responses"][k] == b["responses"][k] for a, b in zip(single, batched) for k in a["responses"])
     n = len(records)
+    common = dict(max_new_tokens=args.max_new_tokens, max_input_tokens=args.max_input_tokens)
+    run(model, tokenizer, records[:1], per_record=False, max_new_tokens=2, max_input_tokens=64)  # warm-up
     device = next(model.parameters()).device
     print(f"device={device} threads={torch.get_num_threads()} data={args.data} records={n} (x5 inputs) "
-          f"max_new_tokens={args.max_new_tokens} max_input_tokens={args.max_input_tokens}")
-    print(f"one record at a time   : {60 * n / single_s:7.2f} records/min ({single_s:.1f} s)")
-    print(f"batched across records : {60 * n / batched_s:7.2f} records/min ({batched_s:.1f} s, batch size {args.batch_size})")
-    print(f"speed-up               : {single_s / batched_s:7.2f}x   (identical replies: {same}/{5 * n})")
+          f"max_new_tokens={args.max_new_tokens} max_input_tokens={args.max_input_tokens}", flush=True)
+
+    def line(label: str, seconds: float, extra: str = "") -> None:
+        print(f"{label:<42}: {60 * n / seconds:7.3f} records/min ({seconds:6.1f} s){extra}", flush=True)
+
+    naive_s, naive = run(model, tokenizer, records, per_record=True, batch_size=5, pad_budget=None, **common)
+    line("one record at a time, one padded batch", naive_s)
+    single_s, single = run(model, tokenizer, records, per_record=True, batch_size=5, **common)
+    line("one record at a time, length-bucketed", single_s, f"  same replies as naive: {same_replies(naive, single)}")
+    batched_s, batched = run(model, tokenizer, records, per_record=False, batch_size=args.batch_size, **common)
+    line(f"batched across records (<= {args.batch_size}/batch)", batched_s,
+         f"  same replies as naive: {same_replies(naive, batched)}")
+    print(f"speed-up, batched vs one record at a time (naive)    : {naive_s / batched_s:5.2f}x")
+    print(f"speed-up, batched vs one record at a time (bucketed) : {single_s / batched_s:5.2f}x")
+    if args.full_batches:
+        full_s, _ = run(model, tokenizer, records, per_record=False, batch_size=args.batch_size, pad_budget=None, **common)
+        line("batched across records, no buckets", full_s)
     if args.cap:
         capped_s, _ = run(model, tokenizer, records, per_record=False, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens, max_input_tokens=args.cap)
-        print(f"batched, inputs <= {args.cap:<4}: {60 * n / capped_s:7.2f} records/min ({capped_s:.1f} s; "
-              f"{single_s / capped_s:.2f}x the one-at-a-time run, but the model sees shorter inputs)")
+        line(f"batched, inputs capped at {args.cap} tokens", capped_s,
+             f"  ({naive_s / capped_s:.2f}x the naive run; shorter inputs)")
 
 
 if __name__ == "__main__":

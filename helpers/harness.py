@@ -92,6 +92,57 @@ def record_inputs(record: dict, source: str = "<records>") -> dict[str, str]:
     return inputs
 
 
+def length_buckets(lengths: Sequence[int], batch_size: int, pad_budget: int | None) -> list[list[int]]:
+    """Group indices into batches of similar length: sorted by length, a batch closes when it is full or when
+    adding the next (longer) input would add more than ``pad_budget`` padding tokens to it.
+
+    ``pad_budget`` trades padding against the fixed cost of one more batch (its decoding steps); ``None``
+    means full batches only (best where padding is nearly free, e.g. on a GPU).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        if (current is None or len(current) >= batch_size
+                or (pad_budget is not None and len(current) * (lengths[i] - lengths[current[-1]]) > pad_budget)):
+            batches.append([i])
+        else:
+            current.append(i)
+    return batches
+
+
+def generate_bucketed(model, tokenizer, prompts: Sequence, *, max_new_tokens: int = 64, batch_size: int = 16,
+                      max_input_tokens: int | None = 1024, pad_budget: int | str | None = "auto",
+                      progress: bool = False, desc: str = "generating") -> list[str]:
+    """:func:`helpers.generation.generate` over length buckets (:func:`length_buckets`).
+
+    SafeEdit inputs range from a 40-token question to a 1,000-token jailbreak prompt; padding them into one
+    batch makes the short ones cost as much as the long ones. ``pad_budget="auto"``: 8 × ``max_new_tokens``
+    padding tokens per batch on a CPU (where a prompt token costs about as much as a tenth of a decoding
+    step), full batches on a GPU.
+    """
+    from tqdm.auto import tqdm
+
+    from .generation import chat_prompt, generate
+
+    prompts = list(prompts)
+    if not prompts:
+        return []
+    if pad_budget == "auto":
+        device = next(model.parameters()).device
+        pad_budget = 8 * max_new_tokens if device.type == "cpu" else None
+    lengths = [len(ids) for ids in tokenizer([chat_prompt(tokenizer, p) for p in prompts], add_special_tokens=False,
+                                             truncation=max_input_tokens is not None,
+                                             max_length=max_input_tokens)["input_ids"]]
+    outputs: list[str] = [""] * len(prompts)
+    for batch in tqdm(length_buckets(lengths, batch_size, pad_budget), desc=desc, disable=not progress, leave=False):
+        replies = generate(model, tokenizer, [prompts[i] for i in batch], max_new_tokens=max_new_tokens,
+                           batch_size=len(batch), max_input_tokens=max_input_tokens, progress=False)
+        for i, reply in zip(batch, replies):
+            outputs[i] = reply
+    return outputs
+
+
 def evaluate_safeedit(
     method: Method,
     records: Sequence[dict],
@@ -103,6 +154,7 @@ def evaluate_safeedit(
     max_new_tokens: int = 64,
     batch_size: int = 16,
     max_input_tokens: int | None = 1024,
+    pad_budget: int | str | None = "auto",
     general: Callable[[Any, Any], dict] | None = None,
     general_instances: int = 1,
     check_restore: bool = True,
@@ -112,9 +164,10 @@ def evaluate_safeedit(
     """Evaluate ``method`` on SafeEdit ``records`` with ``judge``; see the module docstring.
 
     ``judge`` is a :class:`helpers.judge.Judge` or a judge name (``"probe"``, ``"keyword"``, …). A global
-    method's replies are generated in one pass over all records' inputs (sorted by length inside
-    :func:`helpers.generation.generate`, ``batch_size`` at a time); identical inputs are generated once.
-    Inputs longer than ``max_input_tokens`` keep their last tokens (where the question usually is).
+    method's replies are generated in one pass over all records' inputs, in batches of similar length
+    (:func:`generate_bucketed`, at most ``batch_size`` inputs and ``pad_budget`` padding tokens per batch);
+    identical inputs are generated once. A per-instance method's five inputs per record are bucketed the same
+    way. Inputs longer than ``max_input_tokens`` keep their last tokens (where the question usually is).
 
     ``general(model, tokenizer) -> {metric: value}`` (e.g. KQA/Csum) runs once on a global method's model,
     and after each of the first ``general_instances`` edits of a per-instance method (averaged).
@@ -123,7 +176,6 @@ def evaluate_safeedit(
     """
     from tqdm.auto import tqdm
 
-    from .generation import generate
     from .models import parameter_checksum
 
     records = list(records)
@@ -147,9 +199,10 @@ def evaluate_safeedit(
     if not method.per_instance:
         flat = [(i, key, text) for i, inp in enumerate(inputs) for key, text in inp.items()]
         unique = list(dict.fromkeys(text for _, _, text in flat))
-        replies = generate(model, tokenizer, [method.format_input(t) for t in unique],
-                           max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
-                           max_input_tokens=max_input_tokens, desc=f"{method.name}: generating")
+        replies = generate_bucketed(model, tokenizer, [method.format_input(t) for t in unique],
+                                    max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+                                    max_input_tokens=max_input_tokens, pad_budget=pad_budget,
+                                    desc=f"{method.name}: generating")
         reply_of = dict(zip(unique, replies))
         for i, key, text in flat:
             instances[i]["responses"][key] = reply_of[text]
@@ -164,9 +217,9 @@ def evaluate_safeedit(
             edit_seconds = time.perf_counter() - t0
             try:
                 keys = list(inp)
-                replies = generate(model, tokenizer, [method.format_input(inp[k]) for k in keys],
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False,
-                                   max_input_tokens=max_input_tokens)
+                replies = generate_bucketed(model, tokenizer, [method.format_input(inp[k]) for k in keys],
+                                            max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                            max_input_tokens=max_input_tokens, pad_budget=pad_budget)
                 if general is not None and i < general_instances:
                     general_results.append(general(model, tokenizer))
             finally:

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from helpers.data import SafeEditFormatError, load_safeedit
-from helpers.harness import Method, VanillaMethod, evaluate_safeedit, get_method, record_inputs
+from helpers.harness import Method, VanillaMethod, evaluate_safeedit, get_method, length_buckets, record_inputs
 from helpers.judge import KeywordJudge
 from helpers.metrics import METRIC_KEYS, safe_share
 from helpers.models import parameter_checksum
 
-FAST = dict(max_new_tokens=3, max_input_tokens=48, progress=False)
+FAST = dict(max_new_tokens=2, max_input_tokens=40, progress=False)
 
 
 def _short_record(rid: int = 0) -> dict:
@@ -114,11 +114,11 @@ def test_global_method_result_schema_and_dedup(embedded):
 def test_per_instance_method_restores_model_exactly(embedded):
     model, tokenizer = embedded
     before = parameter_checksum(model)
-    out = evaluate_safeedit(PerturbAndRestore(), [_short_record(0), _short_record(1)], KeywordJudge(), model,
-                            tokenizer, **FAST)
+    out = evaluate_safeedit(PerturbAndRestore(), [_short_record(5)], KeywordJudge(), model, tokenizer, **FAST)
     assert parameter_checksum(model) == before
-    assert all(inst["edited_checksum"] != before for inst in out["instances"])  # the edit did change the model
-    assert all(inst["edit_seconds"] >= 0 for inst in out["instances"])
+    inst = out["instances"][0]
+    assert inst["id"] == 5 and inst["edited_checksum"] != before  # the edit did change the model
+    assert inst["edit_seconds"] >= 0 and set(inst["labels"]) == set(METRIC_KEYS)
 
 
 @pytest.mark.slow
@@ -132,6 +132,16 @@ def test_harness_raises_when_a_method_does_not_restore(embedded):
     finally:
         with torch.no_grad():
             param.copy_(saved)  # the shared fixture must leave this test unchanged
+
+
+def test_length_buckets_by_hand():
+    # one record: a 40-token question, two ~125-token and two ~980-token jailbreak prompts
+    lengths = [983, 40, 124, 983, 126]
+    assert length_buckets(lengths, 5, None) == [[1, 2, 4, 0, 3]]  # one padded batch: 5 × 983 tokens
+    # budget 256: joining 40 and 124 pads 84 tokens, joining 983 to [40, 124, 126] would pad 3 × 857
+    assert length_buckets(lengths, 5, 256) == [[1, 2, 4], [0, 3]]
+    assert length_buckets(lengths, 2, None) == [[1, 2], [4, 0], [3]]
+    assert length_buckets([], 4, 10) == []
 
 
 def test_get_method_errors():
@@ -148,7 +158,7 @@ def test_cli_writes_results_json(tmp_path, shared_data):
     data.write_text(json.dumps([_short_record(3), _short_record(4)]))
     out = tmp_path / "results.json"
     assert main(["safeedit-eval", "--data", str(data), "--method", "vanilla", "--judge", "keyword", "--limit", "1",
-                 "--max-new-tokens", "3", "--max-input-tokens", "48", "--out", str(out)]) == 0
+                 "--max-new-tokens", "2", "--max-input-tokens", "40", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert set(results["aggregate"]) >= {"DS", "DG_onlyQ", "DG_otherA", "DG_otherQ", "DG_otherAQ", "DG_avg", "fluency"}
     assert [inst["id"] for inst in results["instances"]] == [3]  # --limit takes the first N records
