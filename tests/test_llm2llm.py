@@ -86,7 +86,7 @@ class RecordingTeacher(Teacher):
         return replies
 
 
-LOOP = dict(seed_size=4, per_wrong=1, test_size=2, epochs=1, batch_size=4, max_length=320, progress=False)
+LOOP = dict(seed_size=4, per_wrong=1, test_size=2, epochs=1, batch_size=4, max_length=192, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +287,18 @@ def test_interrupted_run_resumes_to_the_same_summary(full_run, tiny_student, tmp
     with pytest.raises(ValueError, match="seed_size"):
         run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=2, out_dir=out, student=(model, tokenizer),
                     **dict(LOOP, seed_size=3))
+
+
+def test_a_finished_run_extends_to_more_iterations(full_run, tiny_student, tmp_path):
+    summary, _, _ = full_run
+    _, model, tokenizer = tiny_student
+    out = tmp_path / "run"
+    short = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=1, out_dir=out, student=(model, tokenizer),
+                        **LOOP)
+    assert short["complete"] and short["iterations"][-1]["new_examples"] is None  # the last round is not augmented
+    longer = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=2, out_dir=out, student=(model, tokenizer),
+                         **LOOP)
+    assert longer["iterations"] == summary["iterations"]
 
 
 def test_wrong_annotations_and_test_questions_never_reach_the_training_data(tiny_student, tmp_path):
