@@ -248,3 +248,53 @@ def test_auggpt_redistributes_the_share_of_a_failing_seed():
     assert result["per_seed"][dull] == 0
     assert any(r["reason"].startswith("malformed") and r["parent"] == dull for r in result["rejected"])
     assert json.dumps(result)  # serialisable for the notebook's logs
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop on a classification set: CLI summary, and AugGPT / EDA at LLM2LLM's budget
+# ------------------------------------------------------------------------------------------------
+def test_llm2llm_cli_runs_on_sst2_with_the_gsm8k_summary(shared_data, tmp_path, capsys):
+    from helpers.cli import main
+
+    out = tmp_path / "run"
+    # lr 0: the student stays the base model, which calls almost everything positive, so the negative
+    # seeds are wrong and reach the (offline stand-in) teacher
+    code = main(["llm2llm", "--dataset", "sst2", "--seed-size", "4", "--iterations", "1", "--test-size", "4",
+                 "--epochs", "1", "--lr", "0", "--batch-size", "4", "--train-layers", "1", "--evaluate-on", "seed",
+                 "--no-progress", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["teacher"].startswith("offline-classification")
+    first, second = summary["iterations"]
+    for entry in summary["iterations"]:
+        assert {"iteration", "train_size", "wrong", "new_examples", "test_accuracy"} <= set(entry)
+        assert 0 <= entry["test_accuracy"] <= 1
+    assert first["wrong"] > 0 and first["new_examples"] > 0
+    assert second["train_size"] == first["train_size"] + first["new_examples"]
+    seeds = {json.loads(line)["text"]: json.loads(line) for line in (out / "seed.jsonl").read_text().splitlines()}
+    wrong = {json.loads(line)["key"] for line in (out / "iteration_00" / "train_predictions.jsonl").read_text().splitlines()
+             if not json.loads(line)["correct"]}
+    for line in (out / "iteration_00" / "new_examples.jsonl").read_text().splitlines():
+        new = json.loads(line)
+        assert new["parent"] in wrong and new["label"] in ("negative", "positive")
+        assert new["text"] not in seeds
+
+
+def test_auggpt_and_eda_get_the_same_budget_as_llm2llm(embedded, shared_data, tmp_path):
+    from helpers.classification import compare_methods
+
+    settings = dict(out_dir=tmp_path, seed_size=4, iterations=1, test_size=4, student=embedded, epochs=1, lr=0.0,
+                    batch_size=4, train_layers=1, evaluate_on="seed", progress=False)
+    result = compare_methods("sst2", **settings)
+    summary = json.loads((tmp_path / "llm2llm" / "summary.json").read_text())
+    added = sum(entry["new_examples"] or 0 for entry in summary["iterations"])
+    assert result["budget"] == added > 0
+    methods = result["methods"]
+    assert methods["seed-only"]["train_size"] == 4
+    assert methods["llm2llm"]["train_size"] == methods["auggpt"]["train_size"] == methods["eda"]["train_size"] == 4 + added
+    for method, origin in (("auggpt", "auggpt"), ("eda", "eda")):
+        rows = [json.loads(line) for line in (tmp_path / method / "train.jsonl").read_text().splitlines()]
+        assert sum(r.get("origin") == origin for r in rows) == added
+    # the seed-only number is LLM2LLM's iteration 0, and a rerun reuses every saved result
+    assert methods["seed-only"]["test_accuracy"] == summary["iterations"][0]["test_accuracy"]
+    assert compare_methods("sst2", **settings) == result
