@@ -806,7 +806,7 @@ def add_arguments_safeedit_table(parser) -> None:
 
 def main_safeedit_table(args) -> int:
     from .data import load_safeedit
-    from .harness import default_judge_name
+    from .harness import default_judge_name, general_from_spec
     from .io import atomic_write_text
     from .judge import get_judge
     from .models import load_model
@@ -816,12 +816,7 @@ def main_safeedit_table(args) -> int:
     train_records = load_train_records(args.train_data, limit=args.train_limit)
     model, tokenizer = load_model(args.model)
     judge = get_judge(args.judge or default_judge_name())
-    general = None
-    if args.general:
-        from .metrics import general_performance
-
-        names = [g.strip() for g in args.general.split(",") if g.strip()]
-        general = lambda m, t: general_performance(m, t, names)  # noqa: E731
+    general = general_from_spec(args.general)
     import json
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -278,6 +278,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="results.json", help="where to write results.json")
 
 
+def general_from_spec(spec: str | None):
+    """``"kqa,csum"`` → a ``general(model, tokenizer)`` callback for :func:`evaluate_safeedit`; ``""`` → ``None``."""
+    names = [g.strip() for g in (spec or "").split(",") if g.strip()]
+    if not names:
+        return None
+    from .metrics import general_performance
+
+    return lambda model, tokenizer: general_performance(model, tokenizer, names)
+
+
 def default_judge_name() -> str:
     from .judge import JUDGES
 
@@ -303,12 +313,7 @@ def main(args) -> int:
         train_records = load_safeedit(train_source, split="train")
     model, tokenizer = load_model(args.model)
     judge = get_judge(args.judge or default_judge_name())
-    general = None
-    if args.general:
-        from .metrics import general_performance
-
-        names = [g.strip() for g in args.general.split(",") if g.strip()]
-        general = lambda m, t: general_performance(m, t, names)  # noqa: E731
+    general = general_from_spec(args.general)
     results = evaluate_safeedit(method, records, judge, model, tokenizer, train_records=train_records,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                 max_input_tokens=args.max_input_tokens, general=general, source=str(which))
