@@ -679,9 +679,8 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
         import json
 
         saved = json.loads(Path(out).read_text())
-        if saved.get("settings", {}).get("record_ids") == settings["record_ids"] and \
-                saved["settings"].get("judge") == settings["judge"] and \
-                saved["settings"].get("max_new_tokens") == max_new_tokens:
+        same = ("record_ids", "judge", "max_new_tokens", "max_input_tokens")
+        if all(saved.get("settings", {}).get(k) == settings[k] for k in same):
             table["rows"] = {k: v for k, v in saved.get("rows", {}).items() if "error" not in v}
     base_checksum = parameter_checksum(model)
     for entry in methods:
@@ -794,7 +793,11 @@ def add_arguments_safeedit_table(parser) -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--judge", default=None, help="default: probe when available, else keyword")
     parser.add_argument("--general", default="", help="comma-separated general metrics, e.g. kqa,csum")
+    parser.add_argument("--general-limit", default=None,
+                        help="items per general metric, e.g. kqa=12,csum=4 (default: the scale's limits)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-input-tokens", type=int, default=1024,
+                        help="evaluation inputs longer than this keep their last tokens (default 1024)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method-options", default="{}",
@@ -817,6 +820,14 @@ def main_safeedit_table(args) -> int:
     model, tokenizer = load_model(args.model)
     judge = get_judge(args.judge or default_judge_name())
     general = general_from_spec(args.general)
+    if general is not None and args.general_limit:
+        from .metrics import general_performance
+
+        try:
+            limit = {k.strip(): int(v) for k, v in (item.split("=") for item in args.general_limit.split(","))}
+        except ValueError as err:
+            raise SystemExit(f"--general-limit must look like kqa=12,csum=4, got {args.general_limit!r}") from err
+        general = lambda m, t: general_performance(m, t, args.general, limit=limit)  # noqa: E731
     import json
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -827,10 +838,12 @@ def main_safeedit_table(args) -> int:
     if not isinstance(method_options, dict) or not all(isinstance(v, dict) for v in method_options.values()):
         raise SystemExit("--method-options must be a JSON object of objects: {\"method\": {\"option\": value}}")
     table = run_main_table(model, tokenizer, records, judge, train_records=train_records, methods=methods,
-                           method_options=method_options, general=general, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                           method_options=method_options, general=general, max_new_tokens=args.max_new_tokens,
+                           max_input_tokens=args.max_input_tokens, batch_size=args.batch_size,
                            out=args.out, resume=not args.no_resume,
                            settings={"data": args.data, "train_data": args.train_data, "seed": args.seed,
                                      "method_options": method_options, "train_limit": args.train_limit,
+                                     "general_limit": args.general_limit,
                                      "model": args.model or "smollm2-135m-instruct", "general": args.general})
     md_path = Path(args.out).with_suffix(".md")
     atomic_write_text(md_path, table_markdown(table))
