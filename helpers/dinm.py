@@ -13,7 +13,10 @@ For one SafeEdit record DINM
    (the KL is averaged over the answer tokens; λ = ``kl_weight``);
 3. is evaluated, then the original W_V is copied back (exact restore).
 
-Two differences from the reference implementation (EasyEdit ``dinm_main.py``) matter:
+Inputs go through the tokenizer's chat template, as the harness's generations do (the reference
+concatenates plain text: ``prompt + " " + target``), and the KL is read at the positions that predict the
+answer tokens (the reference takes the last ``len(answer)`` positions, one to the right). Two differences
+from the reference implementation (EasyEdit ``dinm_main.py``) matter more:
 
 * the reference computes the edited model's KL logits under ``torch.no_grad()``, so its KL term never
   shapes the edit (it only shows up in the printed loss). Here the KL **carries gradient**;
@@ -26,8 +29,9 @@ the same update as ``NLL + 10 · KL``, i.e. ``kl_weight=10``.
 
 **Fast path** (``fast=True``, the default). Nothing below the toxic layer depends on W_V of that layer, so
 one no-grad pass caches, for the edit input and for the knowledge-constraint input, the input of the MLP
-output projection and the residual stream around it, plus the keyword arguments every upper layer
-receives (masks, rotary embeddings). Each step then runs only ``W_V`` and the layers above it, and the
+output projection and the residual stream around it (for architectures that normalise the MLP output
+before adding it, like Gemma 2: the input of the toxic layer), plus the keyword arguments every upper
+layer receives (masks, rotary embeddings). Each step then runs only ``W_V`` and the layers above it, and the
 final norm and LM head only at the positions the loss reads. The original model's reference distribution
 comes out of the same cached pass, once. ``fast=False`` is the straightforward implementation: a full
 forward pass with logits at every position for both inputs, every step. ``benchmarks/bench_dinm.py``
@@ -59,7 +63,9 @@ DEFAULT_LR: dict[str, float] = {
 }
 FALLBACK_LR = 5e-4
 DEFAULT_STEPS = 10
-DEFAULT_KL_WEIGHT = 1.0
+#: λ = 10: the reference's ratio (``0.1 · NLL + KL``), now with gradient. Chapter 04's sweep: same DS/DG as
+#: λ = 1 on the embedded model, with about a quarter of the drift on the knowledge constraint.
+DEFAULT_KL_WEIGHT = 10.0
 
 
 def default_lr(model) -> float:
@@ -285,6 +291,11 @@ class DINMSession:
         self.inputs = build_edit_inputs(tokenizer, record, suffix=suffix, max_prompt_tokens=max_prompt_tokens,
                                         max_target_tokens=max_target_tokens, max_kc_tokens=max_kc_tokens,
                                         with_kc=use_kl, source=source)
+        if self.param.dtype in (torch.float16, torch.bfloat16):
+            import warnings
+
+            warnings.warn(f"DINM edits {self.module_name} in {self.param.dtype}: Adam steps this small are mostly "
+                          "rounded away in half precision; load the model with dtype=torch.float32", stacklevel=2)
         self.original = self.param.detach().clone()
         device = self.param.device
         ids, positions = EditInputs.sequence(self.inputs.prompt_ids, self.inputs.target_ids)
@@ -396,6 +407,11 @@ class DINMSession:
 # ----------------------------------------------------------------------------------------------------
 # The harness method
 # ----------------------------------------------------------------------------------------------------
+def _has_constraint(record: dict) -> bool:
+    kc = record.get("knowledge constrain")
+    return isinstance(kc, dict) and all(isinstance(kc.get(k), str) and kc[k].strip() for k in ("prompt", "answer"))
+
+
 class DINM(Method):
     """DINM as a per-instance :class:`helpers.harness.Method`.
 
@@ -454,8 +470,10 @@ class DINM(Method):
         layer = self.toxic_layer(model, tokenizer, record)
         locate_seconds = time.perf_counter() - t0
         lr = self.lr if self.lr is not None else default_lr(model)
+        # with λ = 0 the constraint is only measured (KL after the edit), when the record has one
+        use_kl = self.kl_weight > 0 or _has_constraint(record)
         session = DINMSession(model, tokenizer, record, layer, fast=self.fast, suffix=self.suffix,
-                              use_kl=self.kl_weight > 0, max_prompt_tokens=self.max_prompt_tokens,
+                              use_kl=use_kl, max_prompt_tokens=self.max_prompt_tokens,
                               max_target_tokens=self.max_target_tokens, max_kc_tokens=self.max_kc_tokens)
         try:
             history = session.run(steps=self.steps, lr=lr, kl_weight=self.kl_weight, kl_grad=self.kl_grad,
@@ -488,14 +506,17 @@ class DINM(Method):
 # ----------------------------------------------------------------------------------------------------
 # Sweep (chapter 04): python -m helpers.dinm sweep
 # ----------------------------------------------------------------------------------------------------
+#: The centre of chapter 04's sweep (λ = 1; the sweep's λ = 10 point became the default).
+SWEEP_BASE = {"steps": 10, "lr": 1e-3, "kl_weight": 1.0, "kl_grad": True, "suffix": False}
+
+
 def sweep_configs(kind: str = "small") -> list[dict]:
-    """One-factor-at-a-time grid around the default: steps, learning rate, KL weight, suffix, KL gradient."""
-    base = {"steps": DEFAULT_STEPS, "lr": DEFAULT_LR["smollm2-135m-instruct"], "kl_weight": DEFAULT_KL_WEIGHT,
-            "kl_grad": True, "suffix": False}
+    """One-factor-at-a-time grid around :data:`SWEEP_BASE`: steps, learning rate, KL weight, suffix, KL gradient."""
+    base = dict(SWEEP_BASE)
     grid = [dict(base)]
     for steps in (5, 20):
         grid.append({**base, "steps": steps})
-    for lr in (2e-4, 5e-4, 2e-3, 5e-3):
+    for lr in (5e-4, 2e-3, 5e-3):
         grid.append({**base, "lr": lr})
     for kl_weight in (0.0, 10.0):
         grid.append({**base, "kl_weight": kl_weight})
@@ -516,6 +537,8 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
               progress: bool = True) -> list[dict]:
     """Evaluate DINM for each config (and vanilla, with and without the suffix) with the harness.
 
+    Edit inputs and evaluation inputs both keep their last ``max_prompt_tokens`` tokens.
+
     Each finished config is appended to the JSONL ``log_path`` (with every response, so the rows can be
     re-judged later by :func:`rejudge`) and skipped when the sweep runs again (resumable). ``general``:
     general-performance metrics (``"kqa"``, ``"csum"``) measured after the first edit (vanilla: once).
@@ -530,6 +553,11 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
 
     log_path = Path(log_path)
     done = {row["key"] for row in read_jsonl(log_path)} if log_path.exists() else set()
+    ids = ",".join(str(r.get("id")) for r in records)
+
+    def job_key(method_name: str, config: dict) -> str:
+        return f"{method_name}:{config_key(config)}|records={ids}|tokens={max_prompt_tokens}/{max_new_tokens}"
+
     general_fn = None
     if general:
         from .metrics import general_performance
@@ -537,7 +565,7 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
         general_fn = lambda m, t: general_performance(m, t, list(general))  # noqa: E731
     jobs = [("vanilla", {"suffix": False}), ("vanilla", {"suffix": True})] + [("dinm", dict(c)) for c in configs]
     for method_name, config in tqdm(jobs, desc="sweep", disable=not progress):
-        key = f"{method_name}:{config_key(config)}"
+        key = job_key(method_name, config)
         if key in done:
             continue
         if method_name == "vanilla":
@@ -548,7 +576,7 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
             method = DINM(max_prompt_tokens=max_prompt_tokens, **config)
         t0 = time.perf_counter()
         result = evaluate_safeedit(method, records, judge, model, tokenizer, max_new_tokens=max_new_tokens,
-                                   general=general_fn, progress=False)
+                                   max_input_tokens=max_prompt_tokens, general=general_fn, progress=False)
         keep = ("id", "responses", "labels", "toxic_layer", "loss", "nll", "kl", "nll_after", "kl_after",
                 "delta_norm", "edit_seconds")
         row = {"key": key, "method": method_name, "config": config, "judge": result["judge"],
@@ -558,7 +586,8 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
                "instances": [{k: inst[k] for k in keep if k in inst} for inst in result["instances"]]}
         append_jsonl(log_path, row)
         done.add(key)
-    return list(read_jsonl(log_path))
+    wanted = {job_key(m, c) for m, c in jobs}
+    return [row for row in read_jsonl(log_path) if row["key"] in wanted]
 
 
 def rejudge(rows: Sequence[dict], judge) -> list[dict]:
@@ -629,7 +658,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     summary = {"date": datetime.date.today().isoformat(), "data": args.data, "split": args.split, "limit": args.limit, "model": args.model or "smollm2-135m-instruct",
                "judge": judge.name, "hardware": hardware(), "max_new_tokens": args.max_new_tokens,
                "max_prompt_tokens": args.max_prompt_tokens, "general": args.general,
-               "command": "python -m helpers.dinm sweep " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "command": "python -m helpers.dinm " + " ".join(argv if argv is not None else sys.argv[1:]),
                "rows": rows}
     out = args.out or results_dir() / "dinm_sweep.json"
     atomic_write_json(out, summary)

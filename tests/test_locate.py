@@ -12,6 +12,15 @@ from helpers.locate import (MODULE_NAMES, UnsupportedModelError, agreement, dist
                             reused_first_layer, toxic_layer_from_distances, wv_module, wv_module_name)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread is faster, and much faster on a shared CPU (no spin-waiting)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(kind: str, vocab_size: int = 49152, layers: int = 4):
     from transformers import AutoConfig, AutoModelForCausalLM
 
