@@ -772,8 +772,12 @@ def table_markdown(table: dict, digits: int = 1) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     s = table["settings"]
     lines.append("")
+    kinds = {row.get("memory_kind") for row in table["rows"].values() if row.get("memory_kind")}
+    memory = ("peak MB: the process's peak resident memory while the method trained and was evaluated "
+              "(model, judge and Python included)" if kinds == {"cpu-rss"} else
+              "peak MB: torch.cuda.max_memory_allocated during the method" if kinds == {"cuda-allocated"} else "")
     lines.append(f"{s['n_records']} test records, judge `{s['judge']}`, {s['max_new_tokens']} new tokens, "
-                 f"{s['n_train_records']} training records, scale {s['scale']}, {s['hardware']}.")
+                 f"{s['n_train_records']} training records, scale {s['scale']}, {s['hardware']}. {memory}")
     return "\n".join(lines + notes) + "\n"
 
 
@@ -803,14 +807,61 @@ def add_arguments_safeedit_table(parser) -> None:
     parser.add_argument("--method-options", default="{}",
                         help='JSON: method → keyword options, e.g. \'{"sft": {"epochs": 3}, "mend": {"steps": 40}}\'')
     parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="run every method in this process (default: one fresh process per method, so that each "
+                             "method's peak memory is its own and not the high-water mark of the methods before it)")
     parser.add_argument("--out", default="results/safeedit_main_table_small.json",
                         help="JSON output; the markdown table goes next to it (.md)")
 
 
+def _child_argv(args, method: str) -> list[str]:
+    """The command line of one ``--no-isolate`` child process running ``method`` (resuming into ``--out``)."""
+    argv = ["safeedit-table", "--methods", method, "--no-isolate", "--out", str(args.out)]
+    for flag, value in (("--data", args.data), ("--split", args.split), ("--limit", args.limit),
+                        ("--train-data", args.train_data), ("--train-limit", args.train_limit),
+                        ("--model", args.model), ("--judge", args.judge), ("--general", args.general),
+                        ("--general-limit", args.general_limit), ("--max-new-tokens", args.max_new_tokens),
+                        ("--max-input-tokens", args.max_input_tokens), ("--batch-size", args.batch_size),
+                        ("--seed", args.seed), ("--method-options", args.method_options)):
+        if value is not None and value != "":
+            argv += [flag, str(value)]
+    return argv
+
+
 def main_safeedit_table(args) -> int:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.no_isolate and len(methods) > 1:
+        import subprocess
+        import sys
+
+        if args.no_resume and Path(args.out).exists():
+            Path(args.out).unlink()
+        for method in methods:
+            print(f"=== {method} (own process)", flush=True)
+            code = subprocess.call([sys.executable, "-m", "helpers", *_child_argv(args, method)])
+            if code != 0:
+                print(f"{method}: the child process failed with exit code {code}; rerun to resume", file=sys.stderr)
+                return code
+        return _write_markdown(args.out)
+    return _run_table(args, methods)
+
+
+def _write_markdown(out) -> int:
+    import json
+
+    from .io import atomic_write_text
+
+    table = json.loads(Path(out).read_text())
+    md_path = Path(out).with_suffix(".md")
+    atomic_write_text(md_path, table_markdown(table))
+    print(table_markdown(table))
+    print(f"wrote {out} and {md_path}")
+    return 0
+
+
+def _run_table(args, methods) -> int:
     from .data import load_safeedit
     from .harness import default_judge_name, general_from_spec
-    from .io import atomic_write_text
     from .judge import get_judge
     from .models import load_model
 
@@ -830,7 +881,6 @@ def main_safeedit_table(args) -> int:
         general = lambda m, t: general_performance(m, t, args.general, limit=limit)  # noqa: E731
     import json
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         method_options = json.loads(args.method_options)
     except json.JSONDecodeError as err:
@@ -845,8 +895,4 @@ def main_safeedit_table(args) -> int:
                                      "method_options": method_options, "train_limit": args.train_limit,
                                      "general_limit": args.general_limit,
                                      "model": args.model or "smollm2-135m-instruct", "general": args.general})
-    md_path = Path(args.out).with_suffix(".md")
-    atomic_write_text(md_path, table_markdown(table))
-    print(table_markdown(table))
-    print(f"wrote {args.out} and {md_path}")
-    return 0
+    return _write_markdown(args.out)
