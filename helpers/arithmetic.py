@@ -42,10 +42,13 @@ _BINARY = {
 }
 
 
-def parse_number(text: str) -> Fraction | None:
-    """``"1,250.50"`` / ``"$3"`` / ``".5"`` / ``"-2"`` → an exact :class:`Fraction`; ``None`` if no number."""
+def parse_decimal(text: str, *, percent: bool = False) -> Decimal | None:
+    """``"1,250.50"`` / ``"$3"`` / ``"-$2"`` / ``".5"`` → a finite :class:`Decimal`; ``None`` if no number.
+
+    Commas, dollar signs, spaces and a trailing full stop are ignored; with ``percent=True`` a trailing ``%``
+    too. Strings longer than 40 characters after cleaning are not numbers (no huge exponents)."""
     cleaned = text.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
-    if cleaned.endswith("%"):
+    if percent and cleaned.endswith("%"):
         cleaned = cleaned[:-1]
     if not cleaned or len(cleaned) > 40:
         return None
@@ -53,9 +56,13 @@ def parse_number(text: str) -> Fraction | None:
         value = Decimal(cleaned)
     except InvalidOperation:
         return None
-    if not value.is_finite():
-        return None
-    return Fraction(value)
+    return value if value.is_finite() else None
+
+
+def parse_number(text: str) -> Fraction | None:
+    """``"1,250.50"`` / ``"$3"`` / ``".5"`` / ``"-2"`` / ``"5%"`` → an exact :class:`Fraction`; ``None`` if no number."""
+    value = parse_decimal(text, percent=True)
+    return None if value is None else Fraction(value)
 
 
 def _normalise(expression: str) -> str:

@@ -79,14 +79,10 @@ _NUMBER = re.compile(r"(?<![\w.])-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!
 
 def normalize_number(text: str) -> str | None:
     """``"$1,234.50"`` → ``"1234.5"``, ``"-3.0"`` → ``"-3"``; ``None`` when ``text`` is no number."""
-    cleaned = text.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
-    if cleaned.startswith("-$"):
-        cleaned = "-" + cleaned[2:]
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        return None
-    if not value.is_finite():
+    from .arithmetic import parse_decimal
+
+    value = parse_decimal(text)
+    if value is None:
         return None
     if value == value.to_integral_value():
         return str(int(value))

@@ -12,15 +12,7 @@ from helpers.judge import get_judge
 from helpers.locate import wv_module, wv_module_name
 from helpers.models import parameter_checksum
 
-from test_locate import RECORD, tiny_model
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is faster, and much faster on a shared CPU (no spin-waiting)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_locate import RECORD, one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
 
 SHORT = dict(max_prompt_tokens=48, max_target_tokens=12, max_kc_tokens=12)
