@@ -1,7 +1,7 @@
 """SafeEdit harness throughput: records/min batched across records vs one record at a time.
 
     python benchmarks/bench_harness.py [--data sample] [--records 4] [--max-new-tokens 32] [--batch-size 16]
-                                       [--max-input-tokens 1024] [--threads N] [--full-batches] [--cap N]
+                                       [--max-input-tokens 1024] [--threads N] [--full-batches] [--cap N] [--per-input]
 
 All runs evaluate the same records with the vanilla embedded model and the keyword judge (so the time is
 generation, which dominates) and print records/min:
@@ -13,7 +13,8 @@ generation, which dominates) and print records/min:
 * **batched across records** — the global-method path of ``evaluate_safeedit``: all records' inputs sorted
   by length and bucketed, at most ``--batch-size`` per batch, so decoding steps are shared by more inputs.
 
-``--full-batches`` adds the batched run without bucketing; ``--cap N`` adds a batched run with inputs capped
+``--per-input`` adds the simplest loop, one input at a time (batch size 1); ``--full-batches`` adds the
+batched run without bucketing; ``--cap N`` adds a batched run with inputs capped
 at N tokens (a different setting: the model sees less of each prompt, so it is printed separately).
 """
 from __future__ import annotations
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--full-batches", action="store_true", help="also run batched without length buckets")
     parser.add_argument("--cap", type=int, default=0, help="also run batched with inputs capped at N tokens")
+    parser.add_argument("--per-input", action="store_true",
+                        help="also run the simplest loop: one input at a time (batch size 1)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,6 +80,11 @@ def main() -> None:
     batched_s, batched = run(model, tokenizer, records, per_record=False, batch_size=args.batch_size, **common)
     line(f"batched across records (<= {args.batch_size}/batch)", batched_s,
          f"  same replies as naive: {same_replies(naive, batched)}")
+    if args.per_input:
+        single_input_s, single_input = run(model, tokenizer, records, per_record=True, batch_size=1, **common)
+        line("one input at a time (batch size 1)", single_input_s,
+             f"  same replies as naive: {same_replies(naive, single_input)}")
+        print(f"speed-up, batched vs one input at a time             : {single_input_s / batched_s:5.2f}x")
     print(f"speed-up, batched vs one record at a time (naive)    : {naive_s / batched_s:5.2f}x")
     print(f"speed-up, batched vs one record at a time (bucketed) : {single_s / batched_s:5.2f}x")
     if args.full_batches:
