@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 
 from helpers.arithmetic import (UnsafeExpressionError, check_annotations, check_inline_equations, evaluate,
-                                format_number, matches, parse_number, verify_solution)
+                                format_number, matches, parse_decimal, parse_number, verify_solution)
 
 NATALIA = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
            "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
@@ -53,6 +53,18 @@ def test_numbers_parse_and_format():
     assert format_number(Fraction(5, 2)) == "2.5"
     assert format_number(Fraction(24)) == "24"
     assert matches(Fraction("0.67"), Fraction(2, 3)) and not matches(Fraction(3), Fraction(7, 2))
+
+
+def test_parse_decimal_is_the_shared_number_parser():
+    from decimal import Decimal
+
+    from helpers.data import normalize_number
+
+    assert parse_decimal("-$2") == Decimal(-2) and normalize_number("-$2") == "-2"
+    assert parse_decimal("1,000.") == Decimal(1000)
+    assert parse_decimal("5%") is None and parse_decimal("5%", percent=True) == Decimal(5)
+    assert parse_decimal("1" * 41) is None and normalize_number("9" * 50) is None   # no huge numbers
+    assert parse_decimal("nan") is None and parse_decimal("inf") is None and parse_decimal("") is None
 
 
 def test_annotations_are_recomputed():
