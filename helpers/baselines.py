@@ -865,20 +865,18 @@ def _run_table(args, methods) -> int:
     from .judge import get_judge
     from .models import load_model
 
+    limit = None
+    if args.general_limit:
+        try:
+            limit = {k.strip(): int(v) for k, v in (item.split("=") for item in args.general_limit.split(","))}
+        except ValueError as err:
+            raise SystemExit(f"--general-limit must look like kqa=12,csum=4, got {args.general_limit!r}") from err
+    general = general_from_spec(args.general, limit)
     set_seed(args.seed)
     records = load_safeedit(args.data, split=args.split, limit=args.limit)
     train_records = load_train_records(args.train_data, limit=args.train_limit)
     model, tokenizer = load_model(args.model)
     judge = get_judge(args.judge or default_judge_name())
-    general = general_from_spec(args.general)
-    if general is not None and args.general_limit:
-        from .metrics import general_performance
-
-        try:
-            limit = {k.strip(): int(v) for k, v in (item.split("=") for item in args.general_limit.split(","))}
-        except ValueError as err:
-            raise SystemExit(f"--general-limit must look like kqa=12,csum=4, got {args.general_limit!r}") from err
-        general = lambda m, t: general_performance(m, t, args.general, limit=limit)  # noqa: E731
     import json
 
     try:

@@ -548,7 +548,7 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
 
     from tqdm.auto import tqdm
 
-    from .harness import VanillaMethod, evaluate_safeedit
+    from .harness import VanillaMethod, evaluate_safeedit, general_from_spec
     from .io import append_jsonl, read_jsonl
 
     log_path = Path(log_path)
@@ -558,11 +558,7 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
     def job_key(method_name: str, config: dict) -> str:
         return f"{method_name}:{config_key(config)}|records={ids}|tokens={max_prompt_tokens}/{max_new_tokens}"
 
-    general_fn = None
-    if general:
-        from .metrics import general_performance
-
-        general_fn = lambda m, t: general_performance(m, t, list(general))  # noqa: E731
+    general_fn = general_from_spec(general)
     jobs = [("vanilla", {"suffix": False}), ("vanilla", {"suffix": True})] + [("dinm", dict(c)) for c in configs]
     for method_name, config in tqdm(jobs, desc="sweep", disable=not progress):
         key = job_key(method_name, config)

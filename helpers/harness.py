@@ -278,14 +278,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="results.json", help="where to write results.json")
 
 
-def general_from_spec(spec: str | None):
-    """``"kqa,csum"`` → a ``general(model, tokenizer)`` callback for :func:`evaluate_safeedit`; ``""`` → ``None``."""
-    names = [g.strip() for g in (spec or "").split(",") if g.strip()]
+def general_from_spec(spec: str | Sequence[str] | None, limit=None):
+    """``"kqa,csum"`` (or a list of names) → a ``general(model, tokenizer)`` callback for
+    :func:`evaluate_safeedit`; nothing named → ``None``. ``limit``: items per metric, as in
+    :func:`helpers.metrics.general_performance`."""
+    names = [g.strip() for g in (spec.split(",") if isinstance(spec, str) else spec or ()) if g.strip()]
     if not names:
         return None
     from .metrics import general_performance
 
-    return lambda model, tokenizer: general_performance(model, tokenizer, names)
+    return lambda model, tokenizer: general_performance(model, tokenizer, names, limit=limit)
 
 
 def default_judge_name() -> str:

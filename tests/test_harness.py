@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from helpers.data import SafeEditFormatError, load_safeedit
-from helpers.harness import Method, VanillaMethod, evaluate_safeedit, get_method, length_buckets, record_inputs
+from helpers.harness import (Method, VanillaMethod, evaluate_safeedit, general_from_spec, get_method, length_buckets,
+                             record_inputs)
 from helpers.judge import KeywordJudge
 from helpers.metrics import METRIC_KEYS, safe_share
 from helpers.models import parameter_checksum
@@ -165,3 +166,15 @@ def test_cli_writes_results_json(tmp_path, shared_data):
     inst = results["instances"][0]
     assert set(inst["responses"]) == set(inst["labels"]) == set(METRIC_KEYS)
     assert results["settings"]["limit"] == 1
+
+
+def test_general_from_spec_names_metrics_and_passes_the_limit(monkeypatch):
+    import helpers.metrics
+
+    calls = []
+    monkeypatch.setattr(helpers.metrics, "general_performance",
+                        lambda model, tokenizer, names, limit=None: calls.append((names, limit)) or {"KQA": 1.0})
+    assert general_from_spec("") is None and general_from_spec(None) is None and general_from_spec([" "]) is None
+    assert general_from_spec(" kqa, csum ")("m", "t") == {"KQA": 1.0}
+    general_from_spec(["kqa"], {"kqa": 12})("m", "t")
+    assert calls == [(["kqa", "csum"], None), (["kqa"], {"kqa": 12})]
