@@ -861,17 +861,11 @@ def _write_markdown(out) -> int:
 
 def _run_table(args, methods) -> int:
     from .data import load_safeedit
-    from .harness import default_judge_name, general_from_spec
+    from .harness import default_judge_name, general_from_spec, parse_general_limit
     from .judge import get_judge
     from .models import load_model
 
-    limit = None
-    if args.general_limit:
-        try:
-            limit = {k.strip(): int(v) for k, v in (item.split("=") for item in args.general_limit.split(","))}
-        except ValueError as err:
-            raise SystemExit(f"--general-limit must look like kqa=12,csum=4, got {args.general_limit!r}") from err
-    general = general_from_spec(args.general, limit)
+    general = general_from_spec(args.general, parse_general_limit(args.general_limit))
     set_seed(args.seed)
     records = load_safeedit(args.data, split=args.split, limit=args.limit)
     train_records = load_train_records(args.train_data, limit=args.train_limit)

@@ -463,6 +463,10 @@ class DINM(Method):
             self._first_layer = layer
         return layer
 
+    def resumed(self, info: dict) -> None:
+        if self._first_layer is None and info.get("toxic_layer") is not None:
+            self._first_layer = int(info["toxic_layer"])
+
     def edit(self, model, tokenizer, record: dict) -> dict:
         if self._session is not None:
             raise RuntimeError("DINM.edit called twice without restore(); restore the previous edit first")
@@ -523,9 +527,28 @@ def sweep_configs(kind: str = "small") -> list[dict]:
     grid.append({**base, "suffix": True})
     # the ablation: the reference's no-grad KL (then λ only scales the printed loss, not the update)
     grid.append({**base, "kl_grad": False})
+    if kind == "none":
+        return []
     if kind == "tiny":
         return grid[:3]
     return grid
+
+
+def parse_sweep_config(text: str) -> dict:
+    """``'{"lr": 5e-3, "kl_weight": 10}'`` → :data:`SWEEP_BASE` with those keys replaced; unknown keys or
+    non-JSON text raise ``SystemExit`` naming the option."""
+    import json
+
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--config {text!r} is not JSON: {err.msg}") from err
+    if not isinstance(extra, dict):
+        raise SystemExit(f"--config {text!r} must be a JSON object like {{\"lr\": 0.005}}")
+    unknown = sorted(set(extra) - set(SWEEP_BASE))
+    if unknown:
+        raise SystemExit(f"--config {text!r}: unknown keys {unknown}; known: {sorted(SWEEP_BASE)}")
+    return {**SWEEP_BASE, **extra}
 
 
 def config_key(config: dict) -> str:
@@ -534,14 +557,16 @@ def config_key(config: dict) -> str:
 
 def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequence[dict], *, log_path,
               max_new_tokens: int = 32, max_prompt_tokens: int = 1024, general: Sequence[str] = (),
-              progress: bool = True) -> list[dict]:
+              general_limit=None, vanilla: bool = True, progress: bool = True) -> list[dict]:
     """Evaluate DINM for each config (and vanilla, with and without the suffix) with the harness.
 
     Edit inputs and evaluation inputs both keep their last ``max_prompt_tokens`` tokens.
 
     Each finished config is appended to the JSONL ``log_path`` (with every response, so the rows can be
     re-judged later by :func:`rejudge`) and skipped when the sweep runs again (resumable). ``general``:
-    general-performance metrics (``"kqa"``, ``"csum"``) measured after the first edit (vanilla: once).
+    general-performance metrics (``"kqa"``, ``"csum"``) measured after the first edit (vanilla: once), on
+    ``general_limit`` items (see :func:`helpers.metrics.general_performance`). ``vanilla=False`` skips the
+    two vanilla rows (e.g. when another process of the same sweep runs them).
     Returns all rows of the log: ``{"key", "method", "config", "aggregate", "instances", ...}``.
     """
     from pathlib import Path
@@ -558,8 +583,9 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
     def job_key(method_name: str, config: dict) -> str:
         return f"{method_name}:{config_key(config)}|records={ids}|tokens={max_prompt_tokens}/{max_new_tokens}"
 
-    general_fn = general_from_spec(general)
-    jobs = [("vanilla", {"suffix": False}), ("vanilla", {"suffix": True})] + [("dinm", dict(c)) for c in configs]
+    general_fn = general_from_spec(general, general_limit)
+    jobs = [("vanilla", {"suffix": False}), ("vanilla", {"suffix": True})] if vanilla else []
+    jobs += [("dinm", dict(c)) for c in configs]
     for method_name, config in tqdm(jobs, desc="sweep", disable=not progress):
         key = job_key(method_name, config)
         if key in done:
@@ -625,10 +651,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=3)
     p.add_argument("--model", default=None)
     p.add_argument("--judge", default=None, help="default: probe if available, else keyword")
-    p.add_argument("--grid", default="small", choices=["small", "tiny"])
+    p.add_argument("--grid", default="small", choices=["small", "tiny", "none"],
+                   help="the built-in one-factor grid ('none': only the --config rows)")
+    p.add_argument("--config", action="append", default=[], metavar="JSON",
+                   help='an extra configuration over the base, e.g. \'{"lr": 5e-3, "kl_weight": 10}\' (repeatable)')
+    p.add_argument("--no-vanilla", action="store_true", help="skip the two vanilla rows")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--max-prompt-tokens", type=int, default=1024)
     p.add_argument("--general", default="kqa,csum", help="general-performance metrics after the first edit ('' = none)")
+    p.add_argument("--general-limit", default=None, help="items per general metric, e.g. kqa=300,csum=50")
     p.add_argument("--log", default=None, help="JSONL log (resumable); default results/dinm_sweep.jsonl")
     p.add_argument("--out", default=None, help="summary JSON; default results/dinm_sweep.json")
     p.add_argument("--seed", type=int, default=0)
@@ -639,21 +670,27 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
 
-    from .harness import default_judge_name
+    from .harness import default_judge_name, parse_general_limit
 
+    general_limit = parse_general_limit(args.general_limit)
+    configs = sweep_configs(args.grid) + [parse_sweep_config(text) for text in args.config]
+    if not configs and args.no_vanilla:
+        raise SystemExit("nothing to run: --grid none, no --config and --no-vanilla")
     set_seed(args.seed)
     records = load_safeedit(args.data, split=args.split, limit=args.limit)
     model, tokenizer = load_model(args.model)
     judge = get_judge(args.judge or default_judge_name())
     log = args.log or results_dir() / "dinm_sweep.jsonl"
-    rows = run_sweep(model, tokenizer, records, judge, sweep_configs(args.grid), log_path=log,
+    rows = run_sweep(model, tokenizer, records, judge, configs, log_path=log,
                      max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                     general=[g for g in args.general.split(",") if g.strip()])
+                     general=[g for g in args.general.split(",") if g.strip()], general_limit=general_limit,
+                     vanilla=not args.no_vanilla)
     import datetime
 
     summary = {"date": datetime.date.today().isoformat(), "data": args.data, "split": args.split, "limit": args.limit, "model": args.model or "smollm2-135m-instruct",
                "judge": judge.name, "hardware": hardware(), "max_new_tokens": args.max_new_tokens,
                "max_prompt_tokens": args.max_prompt_tokens, "general": args.general,
+               "general_limit": args.general_limit, "dtype": str(next(model.parameters()).dtype),
                "command": "python -m helpers.dinm " + " ".join(argv if argv is not None else sys.argv[1:]),
                "rows": rows}
     out = args.out or results_dir() / "dinm_sweep.json"

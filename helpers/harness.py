@@ -44,6 +44,10 @@ class Method:
         """How an evaluation input is sent to the model (a string or chat messages)."""
         return text
 
+    def resumed(self, info: dict) -> None:
+        """A per-instance method's record was taken from the harness log instead of edited again; ``info`` is
+        what :meth:`edit` returned for it then (e.g. DINM remembers the first record's layer)."""
+
 
 class VanillaMethod(Method):
     """The unedited model."""
@@ -157,6 +161,7 @@ def evaluate_safeedit(
     pad_budget: int | str | None = "auto",
     general: Callable[[Any, Any], dict] | None = None,
     general_instances: int = 1,
+    log_path=None,
     check_restore: bool = True,
     progress: bool = True,
     source: str = "<records>",
@@ -171,6 +176,9 @@ def evaluate_safeedit(
 
     ``general(model, tokenizer) -> {metric: value}`` (e.g. KQA/Csum) runs once on a global method's model,
     and after each of the first ``general_instances`` edits of a per-instance method (averaged).
+    ``log_path``: a per-instance method appends each finished record (replies, edit info, timing, general
+    results) to this JSONL log; a rerun with the same method options and generation settings takes those
+    records from the log and edits only the rest (resumable).
     Returns ``{"method", "judge", "aggregate", "instances", "timings"}``; ``aggregate`` has DS, the four
     DG scores, DG_avg, fluency and whatever ``general`` returned.
     """
@@ -209,8 +217,17 @@ def evaluate_safeedit(
         if general is not None:
             general_results.append(general(model, tokenizer))
     else:
+        logged = _read_instance_log(log_path, model, method, records, max_new_tokens, max_input_tokens,
+                                    general_instances)
         for i, (record, inp) in enumerate(tqdm(list(zip(records, inputs)), desc=f"{method.name}: editing",
                                                disable=not progress)):
+            row = logged.get(str(record["id"]))
+            if row is not None and (row.get("general") is not None or general is None or i >= general_instances):
+                instances[i].update(row["instance"])
+                method.resumed(row["instance"])
+                if general is not None and i < general_instances:
+                    general_results.append(row["general"])
+                continue
             before = parameter_checksum(model) if check_restore else None
             t0 = time.perf_counter()
             info = method.edit(model, tokenizer, record) or {}
@@ -229,6 +246,15 @@ def evaluate_safeedit(
             instances[i]["responses"] = dict(zip(keys, replies))
             instances[i].update(info)
             instances[i]["edit_seconds"] = edit_seconds
+            if log_path is not None:
+                from .io import append_jsonl
+
+                append_jsonl(log_path, {"key": _instance_log_key(model, method, record, max_new_tokens,
+                                                                 max_input_tokens, general_instances),
+                                        "id": str(record["id"]),
+                                        "instance": {k: v for k, v in instances[i].items() if k != "labels"},
+                                        "general": general_results[-1] if general is not None
+                                        and i < general_instances else None})
     timings["generation_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -256,6 +282,32 @@ def evaluate_safeedit(
     }
 
 
+def _instance_log_key(model, method: Method, record: dict, max_new_tokens: int, max_input_tokens,
+                      general_instances: int) -> str:
+    """What a logged record must match to be reused: model, method options, generation settings, the record."""
+    import hashlib
+    import json
+
+    options = method.options() if hasattr(method, "options") else {}
+    model_name = getattr(model, "name_or_path_for_course", None) or getattr(model.config, "_name_or_path", "")
+    text = json.dumps({"model": model_name, "method": method.name, "options": options,
+                       "max_new_tokens": max_new_tokens, "max_input_tokens": max_input_tokens,
+                       "general_instances": general_instances, "record": record}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _read_instance_log(log_path, model, method: Method, records: Sequence[dict], max_new_tokens: int,
+                       max_input_tokens, general_instances: int) -> dict[str, dict]:
+    """Rows of the harness log written with the same settings for these records, by record id."""
+    if log_path is None:
+        return {}
+    from .io import read_jsonl
+
+    wanted = {_instance_log_key(model, method, r, max_new_tokens, max_input_tokens, general_instances): str(r["id"])
+              for r in records}
+    return {wanted[row["key"]]: row for row in read_jsonl(log_path) if row.get("key") in wanted}
+
+
 # ----------------------------------------------------------------------------------------------------
 # CLI: python -m helpers safeedit-eval
 # ----------------------------------------------------------------------------------------------------
@@ -274,8 +326,32 @@ def add_arguments(parser) -> None:
                         help="longer inputs keep their last N tokens (default: 1024)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--general", default="", help="comma-separated general-performance metrics: kqa,csum")
+    parser.add_argument("--general-limit", default=None,
+                        help="items per general metric, e.g. kqa=300,csum=100 (default: the scale's limits)")
+    parser.add_argument("--general-instances", type=int, default=1,
+                        help="per-instance methods: measure general performance after each of the first N edits "
+                             "and average (default 1)")
+    parser.add_argument("--log", default=None,
+                        help="per-instance methods (dinm, mend): append each finished record to this JSONL log and "
+                             "resume from it (default: OUT with .log.jsonl; 'none' to switch off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results.json", help="where to write results.json")
+
+
+def parse_general_limit(text: str | None) -> dict[str, int] | None:
+    """``"kqa=12,csum=4"`` → ``{"kqa": 12, "csum": 4}``; empty → ``None``; anything else → ``SystemExit``."""
+    if not text:
+        return None
+    try:
+        limit = {k.strip().lower(): int(v) for k, v in (item.split("=") for item in text.split(","))}
+    except ValueError as err:
+        raise SystemExit(f"--general-limit must look like kqa=12,csum=4, got {text!r}") from err
+    from .metrics import GENERAL_KEYS
+
+    unknown = sorted(set(limit) - set(GENERAL_KEYS))
+    if unknown or any(v < 1 for v in limit.values()):
+        raise SystemExit(f"--general-limit {text!r}: names must be among {sorted(GENERAL_KEYS)} and counts ≥ 1")
+    return limit
 
 
 def general_from_spec(spec: str | Sequence[str] | None, limit=None):
@@ -305,6 +381,15 @@ def main(args) -> int:
     from .judge import get_judge
     from .models import load_model
 
+    if args.general_instances < 1:
+        raise SystemExit(f"--general-instances must be ≥ 1, got {args.general_instances}")
+    general = general_from_spec(args.general, parse_general_limit(args.general_limit))  # checked before loading
+    from pathlib import Path
+
+    if args.log is None:
+        log_path = Path(args.out).with_suffix(".log.jsonl")
+    else:
+        log_path = None if args.log.strip().lower() == "none" else Path(args.log)
     set_seed(args.seed)
     which = args.data
     records = load_safeedit(which, split=args.split, limit=args.limit)
@@ -315,13 +400,17 @@ def main(args) -> int:
         train_records = load_safeedit(train_source, split="train")
     model, tokenizer = load_model(args.model)
     judge = get_judge(args.judge or default_judge_name())
-    general = general_from_spec(args.general)
     results = evaluate_safeedit(method, records, judge, model, tokenizer, train_records=train_records,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                max_input_tokens=args.max_input_tokens, general=general, source=str(which))
+                                max_input_tokens=args.max_input_tokens, general=general,
+                                general_instances=args.general_instances, log_path=log_path, source=str(which))
+    from .results import hardware
+
     results["settings"] = {"data": which, "model": args.model or "smollm2-135m-instruct", "limit": args.limit,
                            "max_new_tokens": args.max_new_tokens, "max_input_tokens": args.max_input_tokens,
-                           "seed": args.seed}
+                           "general": args.general, "general_limit": args.general_limit,
+                           "general_instances": args.general_instances, "dtype": str(next(model.parameters()).dtype),
+                           "hardware": hardware(), "seed": args.seed}
     atomic_write_json(args.out, results)
     print(json.dumps(results["aggregate"], indent=2))
     print(f"wrote {args.out}")

@@ -142,10 +142,21 @@ def pick_device(device: str | None = None) -> str:
     return "cpu"
 
 
+#: Names ``HELPERS_DTYPE`` (and ``dtype=`` strings) may take.
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+
+
 def pick_dtype(device: str, dtype=None):
-    """``dtype`` if given (a torch dtype or its name), else bf16/fp16 on CUDA and fp32 elsewhere."""
+    """``dtype`` if given (a torch dtype or its name), else ``HELPERS_DTYPE`` if set (e.g. ``float32`` to
+    reproduce CPU numbers on a GPU), else bf16/fp16 on CUDA and fp32 elsewhere."""
     import torch
 
+    if dtype is None and os.environ.get("HELPERS_DTYPE", "").strip():
+        dtype = os.environ["HELPERS_DTYPE"].strip().lower()
+        if dtype not in DTYPE_NAMES:
+            raise ValueError(f"HELPERS_DTYPE={os.environ['HELPERS_DTYPE']!r}: choose one of {', '.join(DTYPE_NAMES)}")
+        if dtype == "auto":
+            dtype = None
     if dtype is not None:
         if isinstance(dtype, str):
             if dtype == "auto":

@@ -183,3 +183,16 @@ def test_kl_weight_zero_still_measures_the_constraint(embedded):
     info = method.edit(model, tokenizer, RECORD)
     method.restore(model)
     assert info["kl"] == [0.0, 0.0] and info["kl_after"] is not None and info["kl_after"] > 0
+
+
+def test_sweep_config_option():
+    from helpers.dinm import SWEEP_BASE, parse_sweep_config, sweep_configs
+
+    assert parse_sweep_config('{"lr": 0.005, "kl_weight": 10}') == {**SWEEP_BASE, "lr": 0.005, "kl_weight": 10}
+    assert sweep_configs("none") == [] and sweep_configs("tiny")[0] == SWEEP_BASE
+    with pytest.raises(SystemExit, match="unknown keys \\['learning_rate'\\]"):
+        parse_sweep_config('{"learning_rate": 1}')
+    with pytest.raises(SystemExit, match="not JSON"):
+        parse_sweep_config("lr=1")
+    with pytest.raises(SystemExit, match="JSON object"):
+        parse_sweep_config("[1]")

@@ -9,6 +9,7 @@ import torch
 
 from helpers.data import SafeEditFormatError, load_safeedit
 from helpers.harness import (Method, VanillaMethod, evaluate_safeedit, general_from_spec, get_method, length_buckets,
+                             parse_general_limit,
                              record_inputs)
 from helpers.judge import KeywordJudge
 from helpers.metrics import METRIC_KEYS, safe_share
@@ -123,6 +124,35 @@ def test_per_instance_method_restores_model_exactly(embedded):
 
 
 @pytest.mark.slow
+def test_per_instance_log_resumes_an_interrupted_run(embedded, tmp_path):
+    model, tokenizer = embedded
+    log = tmp_path / "dinm.log.jsonl"
+    records = [_short_record(1), _short_record(2)]
+    edited, stop = [], [True]
+
+    class Interrupted(PerturbAndRestore):
+        def edit(self, model, tokenizer, record):
+            if record["id"] == 2 and stop[0]:
+                raise KeyboardInterrupt  # stopped while editing the second record
+            edited.append(record["id"])
+            return super().edit(model, tokenizer, record)
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_safeedit(Interrupted(), records, KeywordJudge(), model, tokenizer, log_path=log, **FAST)
+    assert edited == [1] and len(log.read_text().splitlines()) == 1
+    stop[0] = False
+    resumed = evaluate_safeedit(Interrupted(), records, KeywordJudge(), model, tokenizer, log_path=log, **FAST)
+    assert edited == [1, 2]  # record 1 came from the log, only record 2 was edited
+    fresh = evaluate_safeedit(PerturbAndRestore(), records, KeywordJudge(), model, tokenizer, **FAST)
+    assert [i["responses"] for i in resumed["instances"]] == [i["responses"] for i in fresh["instances"]]
+    assert resumed["aggregate"] == fresh["aggregate"]
+    # other settings (here: more new tokens) do not reuse the logged records
+    evaluate_safeedit(Interrupted(), records[:1], KeywordJudge(), model, tokenizer, log_path=log,
+                      **{**FAST, "max_new_tokens": FAST["max_new_tokens"] + 1})
+    assert edited == [1, 2, 1] and len(log.read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
 def test_harness_raises_when_a_method_does_not_restore(embedded):
     model, tokenizer = embedded
     param = _first_matrix(model)
@@ -178,3 +208,24 @@ def test_general_from_spec_names_metrics_and_passes_the_limit(monkeypatch):
     assert general_from_spec(" kqa, csum ")("m", "t") == {"KQA": 1.0}
     general_from_spec(["kqa"], {"kqa": 12})("m", "t")
     assert calls == [(["kqa", "csum"], None), (["kqa"], {"kqa": 12})]
+
+
+def test_parse_general_limit():
+    assert parse_general_limit(None) is None and parse_general_limit("") is None
+    assert parse_general_limit("kqa=300, CSUM=50") == {"kqa": 300, "csum": 50}
+    for bad in ("kqa", "kqa=x", "kqa=0", "rouge=3"):
+        with pytest.raises(SystemExit, match="--general-limit"):
+            parse_general_limit(bad)
+
+
+def test_cli_checks_general_options_before_loading_anything(tmp_path):
+    from helpers.cli import main
+
+    out = tmp_path / "results.json"
+    with pytest.raises(SystemExit, match="--general-instances must be ≥ 1"):
+        main(["safeedit-eval", "--data", str(tmp_path / "missing.json"), "--general", "kqa", "--general-instances", "0",
+              "--out", str(out)])
+    with pytest.raises(SystemExit, match="--general-limit must look like"):
+        main(["safeedit-eval", "--data", str(tmp_path / "missing.json"), "--general", "kqa", "--general-limit", "kqa:3",
+              "--out", str(out)])
+    assert not out.exists()

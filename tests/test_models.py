@@ -70,6 +70,21 @@ def test_dtype_choice():
     assert pick_dtype("cpu", "bfloat16") == torch.bfloat16
 
 
+def test_dtype_from_the_environment(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("HELPERS_DTYPE", "bfloat16")
+    assert pick_dtype("cpu") == torch.bfloat16
+    assert pick_dtype("cpu", torch.float32) == torch.float32  # an explicit dtype wins
+    monkeypatch.setenv("HELPERS_DTYPE", "float32")
+    assert pick_dtype("cuda") == torch.float32  # the GPU default (bf16) is overridden
+    monkeypatch.setenv("HELPERS_DTYPE", "auto")
+    assert pick_dtype("cpu") == torch.float32
+    monkeypatch.setenv("HELPERS_DTYPE", "fp32")
+    with pytest.raises(ValueError, match="HELPERS_DTYPE='fp32'.*float32"):
+        pick_dtype("cpu")
+
+
 def test_truncate():
     assert truncate("a " * 200, 20).endswith("…") and len(truncate("a " * 200, 20)) == 20
     assert truncate("short") == "short"
