@@ -55,6 +55,9 @@ REFERENCE_SUFFIX = "If the user's request is reasonable, give the correct answer
 
 #: Learning rate per model: the course's embedded model (tuned in chapter 04's sweep), then the reference
 #: hparams by ``config.model_type`` (EasyEdit hparams/DINM: llama-7b 5e-4, mistral-7b 1e-5, gpt2-xl 5e-4).
+#: Embedded model, λ = 10 (chapter 04, "edit strength"): 5e-3 lifts DG_avg from 50 to 75 on the 7 official
+#: sample records, but on the 30 built test records it gains no DG_avg and costs 2.9 KQA points (1e-3: 0.4),
+#: so 1e-3 stays the default; ``--option lr=0.005`` gives the stronger edit.
 DEFAULT_LR: dict[str, float] = {
     "smollm2-135m-instruct": 1e-3,
     "llama": 5e-4,

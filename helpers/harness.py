@@ -331,6 +331,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--general-instances", type=int, default=1,
                         help="per-instance methods: measure general performance after each of the first N edits "
                              "and average (default 1)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a method option, e.g. --option lr=0.005 --option kl_weight=10 for dinm (repeatable; "
+                             "values are read as JSON when they parse, else as text)")
     parser.add_argument("--log", default=None,
                         help="per-instance methods (dinm, mend): append each finished record to this JSONL log and "
                              "resume from it (default: OUT with .log.jsonl; 'none' to switch off)")
@@ -352,6 +355,22 @@ def parse_general_limit(text: str | None) -> dict[str, int] | None:
     if unknown or any(v < 1 for v in limit.values()):
         raise SystemExit(f"--general-limit {text!r}: names must be among {sorted(GENERAL_KEYS)} and counts ≥ 1")
     return limit
+
+
+def parse_method_options(items: Sequence[str]) -> dict:
+    """``["lr=0.005", "suffix=true", "variant=last"]`` → ``{"lr": 0.005, "suffix": True, "variant": "last"}``."""
+    import json
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--option must look like KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
 
 
 def general_from_spec(spec: str | Sequence[str] | None, limit=None):
@@ -394,7 +413,11 @@ def main(args) -> int:
     which = args.data
     records = load_safeedit(which, split=args.split, limit=args.limit)
     train_records = None
-    method = get_method(args.method)
+    options = parse_method_options(args.option)
+    try:
+        method = get_method(args.method, **options)
+    except TypeError as err:
+        raise SystemExit(f"--option for method {args.method!r}: {err}") from err
     if type(method).prepare is not Method.prepare:
         train_source = args.train_data or "built"
         train_records = load_safeedit(train_source, split="train")
@@ -409,7 +432,8 @@ def main(args) -> int:
     results["settings"] = {"data": which, "model": args.model or "smollm2-135m-instruct", "limit": args.limit,
                            "max_new_tokens": args.max_new_tokens, "max_input_tokens": args.max_input_tokens,
                            "general": args.general, "general_limit": args.general_limit,
-                           "general_instances": args.general_instances, "dtype": str(next(model.parameters()).dtype),
+                           "general_instances": args.general_instances, "method_options": options,
+                           "dtype": str(next(model.parameters()).dtype),
                            "hardware": hardware(), "seed": args.seed}
     atomic_write_json(args.out, results)
     print(json.dumps(results["aggregate"], indent=2))

@@ -9,7 +9,7 @@ import torch
 
 from helpers.data import SafeEditFormatError, load_safeedit
 from helpers.harness import (Method, VanillaMethod, evaluate_safeedit, general_from_spec, get_method, length_buckets,
-                             parse_general_limit,
+                             parse_general_limit, parse_method_options,
                              record_inputs)
 from helpers.judge import KeywordJudge
 from helpers.metrics import METRIC_KEYS, safe_share
@@ -228,4 +228,17 @@ def test_cli_checks_general_options_before_loading_anything(tmp_path):
     with pytest.raises(SystemExit, match="--general-limit must look like"):
         main(["safeedit-eval", "--data", str(tmp_path / "missing.json"), "--general", "kqa", "--general-limit", "kqa:3",
               "--out", str(out)])
+    assert not out.exists()
+
+
+def test_method_options_from_the_command_line(tmp_path):
+    from helpers.cli import main
+
+    assert parse_method_options(["lr=0.005", "suffix=true", "variant=last", "layer=null"]) == \
+        {"lr": 0.005, "suffix": True, "variant": "last", "layer": None}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        parse_method_options(["lr"])
+    out = tmp_path / "results.json"
+    with pytest.raises(SystemExit, match="--option for method 'dinm'.*learning_rate"):
+        main(["safeedit-eval", "--method", "dinm", "--option", "learning_rate=1", "--out", str(out)])
     assert not out.exists()
