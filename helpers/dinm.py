@@ -519,6 +519,8 @@ SWEEP_BASE = {"steps": 10, "lr": 1e-3, "kl_weight": 1.0, "kl_grad": True, "suffi
 
 def sweep_configs(kind: str = "small") -> list[dict]:
     """One-factor-at-a-time grid around :data:`SWEEP_BASE`: steps, learning rate, KL weight, suffix, KL gradient."""
+    if kind == "none":
+        return []
     base = dict(SWEEP_BASE)
     grid = [dict(base)]
     for steps in (5, 20):
@@ -530,8 +532,6 @@ def sweep_configs(kind: str = "small") -> list[dict]:
     grid.append({**base, "suffix": True})
     # the ablation: the reference's no-grad KL (then λ only scales the printed loss, not the update)
     grid.append({**base, "kl_grad": False})
-    if kind == "none":
-        return []
     if kind == "tiny":
         return grid[:3]
     return grid

@@ -393,18 +393,18 @@ def default_judge_name() -> str:
 
 def main(args) -> int:
     import json
+    from pathlib import Path
 
     from .config import set_seed
     from .data import load_safeedit
     from .io import atomic_write_json
     from .judge import get_judge
     from .models import load_model
+    from .results import hardware
 
     if args.general_instances < 1:
         raise SystemExit(f"--general-instances must be ≥ 1, got {args.general_instances}")
     general = general_from_spec(args.general, parse_general_limit(args.general_limit))  # checked before loading
-    from pathlib import Path
-
     if args.log is None:
         log_path = Path(args.out).with_suffix(".log.jsonl")
     else:
@@ -427,8 +427,6 @@ def main(args) -> int:
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                 max_input_tokens=args.max_input_tokens, general=general,
                                 general_instances=args.general_instances, log_path=log_path, source=str(which))
-    from .results import hardware
-
     results["settings"] = {"data": which, "model": args.model or "smollm2-135m-instruct", "limit": args.limit,
                            "max_new_tokens": args.max_new_tokens, "max_input_tokens": args.max_input_tokens,
                            "general": args.general, "general_limit": args.general_limit,

@@ -151,17 +151,14 @@ def pick_dtype(device: str, dtype=None):
     reproduce CPU numbers on a GPU), else bf16/fp16 on CUDA and fp32 elsewhere."""
     import torch
 
-    if dtype is None and os.environ.get("HELPERS_DTYPE", "").strip():
-        dtype = os.environ["HELPERS_DTYPE"].strip().lower()
-        if dtype not in DTYPE_NAMES:
+    if dtype is None or dtype == "auto":
+        env = os.environ.get("HELPERS_DTYPE", "").strip().lower()
+        if env and env not in DTYPE_NAMES:
             raise ValueError(f"HELPERS_DTYPE={os.environ['HELPERS_DTYPE']!r}: choose one of {', '.join(DTYPE_NAMES)}")
-        if dtype == "auto":
-            dtype = None
+        dtype = None if env in ("", "auto") else env
+    if isinstance(dtype, str):
+        return getattr(torch, dtype)
     if dtype is not None:
-        if isinstance(dtype, str):
-            if dtype == "auto":
-                return pick_dtype(device)
-            return getattr(torch, dtype)
         return dtype
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
