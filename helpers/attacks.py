@@ -1,6 +1,6 @@
 """Attack prompt templates for building a SafeEdit-style benchmark (chapter 01).
 
-``data/attack_templates.json`` holds 48 templates written by the course team. Each has a ``name``, one or
+``helpers/resources/attack_templates.json`` holds 48 templates written by the course team. Each has a ``name``, one or
 more ``families`` (the attack categories seen in SafeEdit, :data:`ATTACK_FAMILIES`) and a ``template`` with
 exactly one ``{question}`` slot. The *adversarial prompt* of a record is a template with a question filled in;
 its ``attack category`` is the families joined by ``", "`` (as in the official data, e.g.
@@ -12,13 +12,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import resource_path
+
 #: The attack families, spelled as in SafeEdit's ``attack category`` field.
 ATTACK_FAMILIES: tuple[str, ...] = (
     "Character Roleplay", "Assumed Responsibility", "Text Continuation", "Superior Model", "Emotion",
     "Research Experiment", "Simulate Jailbreaking",
 )
 SLOT = "{question}"
-ATTACKS_FILE = Path(__file__).resolve().parent.parent / "data" / "attack_templates.json"
+ATTACKS_FILE = resource_path("attack_templates.json")
 
 
 class AttackTemplateError(ValueError):

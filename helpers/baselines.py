@@ -42,7 +42,7 @@ from typing import Callable, Sequence
 
 from .config import get_scale, set_seed
 from .data import SafeEditFormatError, validate_safeedit
-from .harness import Method
+from .harness import Method, add_judge_arguments
 
 # ----------------------------------------------------------------------------------------------------
 # Training data from SafeEdit records
@@ -628,8 +628,9 @@ class PeakMemory:
 # The main table (chapter 06)
 # ----------------------------------------------------------------------------------------------------
 
-#: The paper's rows, in its order.
-TABLE_METHODS = ("vanilla", "sft", "rlhf", "dpo", "mend", "ext-sub", "dinm")
+#: The paper's rows, in its order: Table 1 (vanilla, FT-L, MEND, Ext-Sub, DINM), then Table 4's other rows
+#: (SFT, DPO, Self-Reminder) and RLHF, which the paper names as a baseline (listed with Table 4).
+TABLE_METHODS = ("vanilla", "ft-l", "mend", "ext-sub", "dinm", "sft", "dpo", "self-reminder", "rlhf")
 #: Safety columns of the paper's table, then fluency; general-performance columns follow when measured.
 SAFETY_COLUMNS = ("DS", "DG_onlyQ", "DG_otherA", "DG_otherQ", "DG_otherAQ", "DG_avg", "fluency")
 COST_COLUMNS = ("train_seconds", "mean_edit_seconds", "peak_memory_mb")
@@ -647,9 +648,10 @@ def _method_options(method) -> dict:
 
 def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_records: Sequence[dict] | None = None,
                    methods: Sequence = TABLE_METHODS, method_options: dict | None = None,
-                   general: Callable | None = None, general_instances: int = 1, max_new_tokens: int = 48,
+                   general: Callable | None = None, general_instances: int = 1, max_new_tokens: int = 64,
                    max_input_tokens: int | None = 1024, batch_size: int = 16, out: str | os.PathLike | None = None, resume: bool = True,
-                   progress: bool = True, settings: dict | None = None) -> dict:
+                   progress: bool = True, settings: dict | None = None, also_judge=None,
+                   allow_judge_overlap: bool = False) -> dict:
     """Evaluate every method of ``methods`` (names for :func:`helpers.harness.get_method`, with keyword
     options from ``method_options[name]``, or :class:`~helpers.harness.Method` instances) and collect the
     paper's main table.
@@ -661,6 +663,7 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
     becomes a row with ``"error"`` and the table goes on. With ``out`` the table is written after every
     method and, with ``resume``, methods already in ``out`` (same settings) are not run again. The base
     model's weights are checked after every method: a method that changed them raises ``RuntimeError``.
+    ``also_judge``: a second judge; each row keeps ``by_judge`` (DS/DG by each judge) and ``judge_info``.
     """
     from .harness import evaluate_safeedit, get_method
     from .io import atomic_write_json
@@ -671,6 +674,8 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
     records = list(records)
     settings = {"n_records": len(records), "record_ids": [r["id"] for r in records],
                 "judge": judge if isinstance(judge, str) else getattr(judge, "name", type(judge).__name__),
+                "second_judge": also_judge if isinstance(also_judge, str) or also_judge is None
+                else getattr(also_judge, "name", type(also_judge).__name__),
                 "max_new_tokens": max_new_tokens, "max_input_tokens": max_input_tokens,
                 "n_train_records": len(train_records or []), "scale": get_scale(), "hardware": hardware(),
                 **(settings or {})}
@@ -679,7 +684,7 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
         import json
 
         saved = json.loads(Path(out).read_text())
-        same = ("record_ids", "judge", "max_new_tokens", "max_input_tokens")
+        same = ("record_ids", "judge", "second_judge", "max_new_tokens", "max_input_tokens")
         if all(saved.get("settings", {}).get(k) == settings[k] for k in same):
             table["rows"] = {k: v for k, v in saved.get("rows", {}).items() if "error" not in v}
     base_checksum = parameter_checksum(model)
@@ -700,7 +705,8 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
         with PeakMemory() as memory:
             result = evaluate_safeedit(method, records, judge, model, tokenizer, train_records=train_records,
                                        max_new_tokens=max_new_tokens, batch_size=batch_size, general=general,
-                                       max_input_tokens=max_input_tokens,
+                                       max_input_tokens=max_input_tokens, also_judge=also_judge,
+                                       allow_judge_overlap=allow_judge_overlap,
                                        general_instances=general_instances, progress=progress)
         if parameter_checksum(model) != base_checksum:
             raise RuntimeError(f"{name} changed the base model's weights; every method must train a copy")
@@ -708,6 +714,8 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
         table["rows"][name] = {
             "method": name,
             "aggregate": result["aggregate"],
+            "by_judge": result["by_judge"],
+            "judges_info": result["judges_info"],
             "train_seconds": timings.get("prepare_seconds", 0.0),
             "mean_edit_seconds": timings.get("mean_edit_seconds"),
             "generation_seconds": timings.get("generation_seconds"),
@@ -733,7 +741,27 @@ def table_columns(table: dict) -> list[str]:
         for key in row.get("aggregate", {}):
             if key not in SAFETY_COLUMNS and key not in extra:
                 extra.append(key)
-    return list(SAFETY_COLUMNS) + extra
+    second = second_judge_name(table)
+    judged = [f"DS ({second})", f"DG_avg ({second})"] if second else []
+    return list(SAFETY_COLUMNS) + judged + extra
+
+
+def second_judge_name(table: dict) -> str | None:
+    """The name of the table's second judge, when its rows were judged twice."""
+    first = table.get("settings", {}).get("judge")
+    for row in table["rows"].values():
+        for name in row.get("by_judge", {}):
+            if name != first:
+                return name
+    return None
+
+
+def row_value(row: dict, column: str):
+    """A cell: an aggregate metric, or ``"DS (keyword)"`` — that metric by the named second judge."""
+    if column.endswith(")") and " (" in column:
+        metric, judge = column[:-1].split(" (", 1)
+        return row.get("by_judge", {}).get(judge, {}).get(metric)
+    return row.get("aggregate", {}).get(column)
 
 
 def table_frame(table: dict):
@@ -743,8 +771,7 @@ def table_frame(table: dict):
     columns = table_columns(table)
     rows = []
     for name, row in table["rows"].items():
-        agg = row.get("aggregate", {})
-        rows.append({"method": name, **{c: agg.get(c) for c in columns},
+        rows.append({"method": name, **{c: row_value(row, c) for c in columns},
                      **{c: row.get(c) for c in COST_COLUMNS}, "error": row.get("error")})
     frame = pd.DataFrame(rows).set_index("method")
     order = [m for m in TABLE_METHODS if m in frame.index] + [m for m in frame.index if m not in TABLE_METHODS]
@@ -776,8 +803,13 @@ def table_markdown(table: dict, digits: int = 1) -> str:
     memory = ("peak MB: the process's peak resident memory while the method trained and was evaluated "
               "(model, judge and Python included)" if kinds == {"cpu-rss"} else
               "peak MB: torch.cuda.max_memory_allocated during the method" if kinds == {"cuda-allocated"} else "")
-    lines.append(f"{s['n_records']} test records, judge `{s['judge']}`, {s['max_new_tokens']} new tokens, "
+    second = second_judge_name(table)
+    judges = f"judge `{s['judge']}`" + (f" (and `{second}` in the columns marked so)" if second else "")
+    lines.append(f"{s['n_records']} test records, {judges}, {s['max_new_tokens']} new tokens, "
                  f"{s['n_train_records']} training records, scale {s['scale']}, {s['hardware']}. {memory}")
+    from .paper_tables import judge_disagreements
+
+    notes += [f"* {line}" for line in judge_disagreements(table)]
     return "\n".join(lines + notes) + "\n"
 
 
@@ -795,11 +827,12 @@ def add_arguments_safeedit_table(parser) -> None:
     parser.add_argument("--train-limit", type=int, default=None, help="use the first N training records")
     parser.add_argument("--methods", default=",".join(TABLE_METHODS))
     parser.add_argument("--model", default=None)
-    parser.add_argument("--judge", default=None, help="default: probe when available, else keyword")
+    add_judge_arguments(parser)
     parser.add_argument("--general", default="", help="comma-separated general metrics, e.g. kqa,csum")
     parser.add_argument("--general-limit", default=None,
                         help="items per general metric, e.g. kqa=12,csum=4 (default: the scale's limits)")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="answer budget (default: 64 in small mode; the reference's 600 in full mode)")
     parser.add_argument("--max-input-tokens", type=int, default=1024,
                         help="evaluation inputs longer than this keep their last tokens (default 1024)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -819,12 +852,15 @@ def _child_argv(args, method: str) -> list[str]:
     argv = ["safeedit-table", "--methods", method, "--no-isolate", "--out", str(args.out)]
     for flag, value in (("--data", args.data), ("--split", args.split), ("--limit", args.limit),
                         ("--train-data", args.train_data), ("--train-limit", args.train_limit),
-                        ("--model", args.model), ("--judge", args.judge), ("--general", args.general),
+                        ("--model", args.model), ("--judge", args.judge), ("--second-judge", args.second_judge),
+                        ("--general", args.general),
                         ("--general-limit", args.general_limit), ("--max-new-tokens", args.max_new_tokens),
                         ("--max-input-tokens", args.max_input_tokens), ("--batch-size", args.batch_size),
                         ("--seed", args.seed), ("--method-options", args.method_options)):
         if value is not None and value != "":
             argv += [flag, str(value)]
+    if args.allow_judge_overlap:
+        argv.append("--allow-judge-overlap")
     return argv
 
 
@@ -852,25 +888,28 @@ def _write_markdown(out) -> int:
     from .io import atomic_write_text
 
     table = json.loads(Path(out).read_text())
+    from .paper_tables import paper_tables_markdown
+
     md_path = Path(out).with_suffix(".md")
-    atomic_write_text(md_path, table_markdown(table))
-    print(table_markdown(table))
+    text = table_markdown(table) + "\n" + paper_tables_markdown(table)
+    atomic_write_text(md_path, text)
+    print(text)
     print(f"wrote {out} and {md_path}")
     return 0
 
 
 def _run_table(args, methods) -> int:
     from .data import load_safeedit
-    from .harness import default_judge_name, general_from_spec, parse_general_limit
-    from .judge import get_judge
+    from .harness import default_max_new_tokens, general_from_spec, judges_from_args, parse_general_limit
     from .models import load_model
 
     general = general_from_spec(args.general, parse_general_limit(args.general_limit))
     set_seed(args.seed)
     records = load_safeedit(args.data, split=args.split, limit=args.limit)
     train_records = load_train_records(args.train_data, limit=args.train_limit)
-    model, tokenizer = load_model(args.model)
-    judge = get_judge(args.judge or default_judge_name())
+    judge, second_judge = judges_from_args(args, records, source=str(args.data))
+    if args.max_new_tokens is None:
+        args.max_new_tokens = default_max_new_tokens()
     import json
 
     try:
@@ -879,10 +918,12 @@ def _run_table(args, methods) -> int:
         raise SystemExit(f"--method-options is not valid JSON: {err}") from err
     if not isinstance(method_options, dict) or not all(isinstance(v, dict) for v in method_options.values()):
         raise SystemExit("--method-options must be a JSON object of objects: {\"method\": {\"option\": value}}")
+    model, tokenizer = load_model(args.model)
     table = run_main_table(model, tokenizer, records, judge, train_records=train_records, methods=methods,
                            method_options=method_options, general=general, max_new_tokens=args.max_new_tokens,
                            max_input_tokens=args.max_input_tokens, batch_size=args.batch_size,
-                           out=args.out, resume=not args.no_resume,
+                           out=args.out, resume=not args.no_resume, also_judge=second_judge,
+                           allow_judge_overlap=args.allow_judge_overlap,
                            settings={"data": args.data, "train_data": args.train_data, "seed": args.seed,
                                      "method_options": method_options, "train_limit": args.train_limit,
                                      "general_limit": args.general_limit,

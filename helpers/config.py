@@ -17,6 +17,15 @@ from pathlib import Path
 
 SCALES = ("small", "full")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resource_path(*parts: str) -> Path:
+    """A file the package ships (``helpers/resources/…``: attack templates, mild questions, authored judge
+    responses, the knowledge-constraint pool, the built SafeEdit set, the paper's numbers), found through
+    ``importlib.resources`` so that it works from an installed wheel as well as from a checkout."""
+    from importlib.resources import files
+
+    return Path(str(files("helpers").joinpath("resources", *parts)))
 #: Where the course lives on GitHub (used by the Colab badges and the Colab install cell).
 GITHUB_REPO = "llm-course/detox-llm2llm"
 COLAB_INSTALL = f"course-helpers @ git+https://github.com/{GITHUB_REPO}"

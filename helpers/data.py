@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import data_dir
+from .config import data_dir, resource_path
 from .io import atomic_write_json
 
 
@@ -385,7 +385,7 @@ def write_safeedit(records: list[dict], path: str | Path, *, require_generalizat
     return atomic_write_json(path, records, indent=4)
 
 
-BUILT_SAFEEDIT = Path(__file__).resolve().parent.parent / "data" / "safeedit_built"
+BUILT_SAFEEDIT = resource_path("safeedit_built")
 
 
 def load_safeedit(which: str = "sample", split: str = "test", limit: int | None = None) -> list[dict]:
@@ -394,7 +394,7 @@ def load_safeedit(which: str = "sample", split: str = "test", limit: int | None 
     ``which``:
       * ``"sample"`` — the 7 official test records of the data folder (``SafeEdit_test_sample.json``)
       * ``"three"`` — the official 3 training instances for editing (no generalization inputs)
-      * ``"built"`` — the small set this project builds in chapter 01 (``data/safeedit_built/{split}.json``)
+      * ``"built"`` — the small set this project builds in chapter 01 (``helpers/resources/safeedit_built/{split}.json``)
       * ``"official"`` — the full ``zjunlp/SafeEdit`` from the hub (gated; accept its terms first)
       * a path to any JSON file in the official schema
     """
@@ -410,7 +410,7 @@ def load_safeedit(which: str = "sample", split: str = "test", limit: int | None 
         if not path.exists():
             raise DataNotAvailableError(
                 f"{path} does not exist: build it with notebooks/01_build_safeedit.ipynb or "
-                "`python -m helpers safeedit-build --out data/safeedit_built`.")
+                "`python -m helpers safeedit-build --out helpers/resources/safeedit_built`.")
         return _limit(read_safeedit(path), limit)
     if which == "official":
         ds = _from_hub("zjunlp/SafeEdit", split=split, what="SafeEdit", local_hint="safeedit/*.json")

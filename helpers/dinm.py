@@ -91,8 +91,8 @@ def with_suffix(text: str, suffix: str | None) -> str:
 def _suffix(value) -> str | None:
     if value is True:
         return REFERENCE_SUFFIX
-    if not value:
-        return None
+    if not value or (isinstance(value, str) and value.strip().lower() in ("none", "off", "false")):
+        return None  # the paper's "without suffix" ablation (``--option suffix=none``)
     if isinstance(value, str):
         return value
     raise TypeError(f"suffix must be a bool or a string, got {type(value).__name__}")
@@ -419,8 +419,8 @@ class DINM(Method):
     """DINM as a per-instance :class:`helpers.harness.Method`.
 
     Options: ``steps`` (10), ``lr`` (None → :func:`default_lr`), ``kl_weight`` λ, ``kl_grad`` (True; False
-    = the reference's no-grad KL), ``suffix`` (False; True = :data:`REFERENCE_SUFFIX`, also appended to the
-    evaluation inputs as the reference does), ``variant``/``context`` of the localisation, ``locate``
+    = the reference's no-grad KL), ``suffix`` (True = :data:`REFERENCE_SUFFIX`, as published, also appended to
+    the evaluation inputs as the reference does; ``suffix=none``/False is the paper's ablation), ``variant``/``context`` of the localisation, ``locate``
     (``"per_instance"``, or ``"first"`` to reuse the first record's layer like the reference), ``layer``
     (a fixed layer, skips localisation), ``fast`` (the fast path), ``max_prompt_tokens``,
     ``max_target_tokens``, ``max_kc_tokens``, ``weight_decay``, ``stop_loss``.
@@ -430,10 +430,10 @@ class DINM(Method):
     per_instance = True
 
     def __init__(self, steps: int = DEFAULT_STEPS, lr: float | None = None, kl_weight: float = DEFAULT_KL_WEIGHT,
-                 kl_grad: bool = True, suffix: bool | str = False, variant: str = "reference",
+                 kl_grad: bool = True, suffix: bool | str = True, variant: str = "reference",
                  context: str = "none", locate: str = "per_instance", layer: int | None = None, fast: bool = True,
                  max_prompt_tokens: int = 1024, max_target_tokens: int = 256, max_kc_tokens: int = 256,
-                 locate_max_tokens: int = 256, weight_decay: float = 0.0, stop_loss: float = 1e-4):
+                 locate_max_tokens: int | None = None, weight_decay: float = 0.0, stop_loss: float = 1e-4):
         if locate not in ("per_instance", "first"):
             raise ValueError("locate must be 'per_instance' or 'first'")
         self.steps, self.lr, self.kl_weight, self.kl_grad = steps, lr, kl_weight, kl_grad
@@ -513,8 +513,8 @@ class DINM(Method):
 # ----------------------------------------------------------------------------------------------------
 # Sweep (chapter 04): python -m helpers.dinm sweep
 # ----------------------------------------------------------------------------------------------------
-#: The centre of chapter 04's sweep (λ = 1; the sweep's λ = 10 point became the default).
-SWEEP_BASE = {"steps": 10, "lr": 1e-3, "kl_weight": 1.0, "kl_grad": True, "suffix": False}
+#: The centre of chapter 04's sweep: DINM as published (10 steps, λ = 10, the suffix on).
+SWEEP_BASE = {"steps": 10, "lr": 1e-3, "kl_weight": 10.0, "kl_grad": True, "suffix": True}
 
 
 def sweep_configs(kind: str = "small") -> list[dict]:
@@ -527,9 +527,9 @@ def sweep_configs(kind: str = "small") -> list[dict]:
         grid.append({**base, "steps": steps})
     for lr in (5e-4, 2e-3, 5e-3):
         grid.append({**base, "lr": lr})
-    for kl_weight in (0.0, 10.0):
+    for kl_weight in (0.0, 1.0):
         grid.append({**base, "kl_weight": kl_weight})
-    grid.append({**base, "suffix": True})
+    grid.append({**base, "suffix": False})  # the paper's ablation: without the suffix system prompt
     # the ablation: the reference's no-grad KL (then λ only scales the printed loss, not the update)
     grid.append({**base, "kl_grad": False})
     if kind == "tiny":
@@ -560,7 +560,8 @@ def config_key(config: dict) -> str:
 
 def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequence[dict], *, log_path,
               max_new_tokens: int = 32, max_prompt_tokens: int = 1024, general: Sequence[str] = (),
-              general_limit=None, vanilla: bool = True, progress: bool = True) -> list[dict]:
+              general_limit=None, vanilla: bool = True, progress: bool = True, also_judge=None,
+              allow_judge_overlap: bool = False) -> list[dict]:
     """Evaluate DINM for each config (and vanilla, with and without the suffix) with the harness.
 
     Edit inputs and evaluation inputs both keep their last ``max_prompt_tokens`` tokens.
@@ -601,11 +602,13 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
             method = DINM(max_prompt_tokens=max_prompt_tokens, **config)
         t0 = time.perf_counter()
         result = evaluate_safeedit(method, records, judge, model, tokenizer, max_new_tokens=max_new_tokens,
-                                   max_input_tokens=max_prompt_tokens, general=general_fn, progress=False)
+                                   max_input_tokens=max_prompt_tokens, general=general_fn, progress=False,
+                                   also_judge=also_judge, allow_judge_overlap=allow_judge_overlap)
         keep = ("id", "responses", "labels", "toxic_layer", "loss", "nll", "kl", "nll_after", "kl_after",
                 "delta_norm", "edit_seconds")
         row = {"key": key, "method": method_name, "config": config, "judge": result["judge"],
-               "aggregate": result["aggregate"], "max_new_tokens": max_new_tokens,
+               "aggregate": result["aggregate"], "by_judge": result["by_judge"],
+               "judges_info": result["judges_info"], "max_new_tokens": max_new_tokens,
                "max_prompt_tokens": max_prompt_tokens, "seconds": time.perf_counter() - t0,
                "mean_edit_seconds": result["timings"].get("mean_edit_seconds"),
                "instances": [{k: inst[k] for k in keep if k in inst} for inst in result["instances"]]}
@@ -641,19 +644,20 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     from .config import results_dir, set_seed
     from .data import load_safeedit
+    from .harness import add_judge_arguments, judges_from_args, parse_general_limit
     from .io import atomic_write_json
-    from .judge import get_judge
     from .models import load_model
     from .results import hardware
 
     parser = argparse.ArgumentParser(prog="python -m helpers.dinm", description="DINM hyper-parameter sweep")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sweep", help="one-factor-at-a-time sweep of steps, lr, KL weight, suffix, KL gradient")
-    p.add_argument("--data", default="sample")
-    p.add_argument("--split", default="test")
+    p.add_argument("--data", default="built")
+    p.add_argument("--split", default="validation",
+                   help="default: validation — hyper-parameters are tuned on validation, reported on test")
     p.add_argument("--limit", type=int, default=3)
     p.add_argument("--model", default=None)
-    p.add_argument("--judge", default=None, help="default: probe if available, else keyword")
+    add_judge_arguments(p)
     p.add_argument("--grid", default="small", choices=["small", "tiny", "none"],
                    help="the built-in one-factor grid ('none': only the --config rows)")
     p.add_argument("--config", action="append", default=[], metavar="JSON",
@@ -673,7 +677,6 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
 
-    from .harness import default_judge_name, parse_general_limit
 
     general_limit = parse_general_limit(args.general_limit)
     configs = sweep_configs(args.grid) + [parse_sweep_config(text) for text in args.config]
@@ -681,13 +684,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("nothing to run: --grid none, no --config and --no-vanilla")
     set_seed(args.seed)
     records = load_safeedit(args.data, split=args.split, limit=args.limit)
+    judge, second_judge = judges_from_args(args, records, source=str(args.data))
     model, tokenizer = load_model(args.model)
-    judge = get_judge(args.judge or default_judge_name())
     log = args.log or results_dir() / "dinm_sweep.jsonl"
     rows = run_sweep(model, tokenizer, records, judge, configs, log_path=log,
                      max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                      general=[g for g in args.general.split(",") if g.strip()], general_limit=general_limit,
-                     vanilla=not args.no_vanilla)
+                     vanilla=not args.no_vanilla, also_judge=second_judge,
+                     allow_judge_overlap=args.allow_judge_overlap)
     import datetime
 
     summary = {"date": datetime.date.today().isoformat(), "data": args.data, "split": args.split, "limit": args.limit, "model": args.model or "smollm2-135m-instruct",

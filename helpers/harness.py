@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from .data import SAFEEDIT_INPUTS, SafeEditFormatError, validate_safeedit
-from .metrics import METRIC_KEYS, aggregate_safety, fluency
+from .metrics import METRIC_KEYS, aggregate_safety, record_fluency
 
 
 class Method:
@@ -64,6 +64,8 @@ METHODS: dict[str, str] = {
     "rlhf": "helpers.baselines:RLHFMethod",
     "mend": "helpers.mend:MENDMethod",
     "ext-sub": "helpers.baselines:ExtSubMethod",
+    "ft-l": "helpers.ft_l:FTLMethod",
+    "self-reminder": "helpers.self_reminder:SelfReminderMethod",
 }
 
 
@@ -147,6 +149,23 @@ def generate_bucketed(model, tokenizer, prompts: Sequence, *, max_new_tokens: in
     return outputs
 
 
+def _call_general(general: Callable, model, tokenizer, records: Sequence[dict]) -> dict:
+    """Run a general-performance callback; one that takes ``extra_prompts`` also gets the records'
+    ``knowledge constrain`` prompts (benign requests the over-refusal metric asks too)."""
+    import inspect
+
+    try:
+        takes_extra = "extra_prompts" in inspect.signature(general).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        takes_extra = False
+    if not takes_extra:
+        return general(model, tokenizer)
+    prompts = [r["knowledge constrain"]["prompt"] for r in records
+               if isinstance(r.get("knowledge constrain"), dict)
+               and isinstance(r["knowledge constrain"].get("prompt"), str) and r["knowledge constrain"]["prompt"].strip()]
+    return general(model, tokenizer, extra_prompts=prompts)
+
+
 def evaluate_safeedit(
     method: Method,
     records: Sequence[dict],
@@ -165,6 +184,8 @@ def evaluate_safeedit(
     check_restore: bool = True,
     progress: bool = True,
     source: str = "<records>",
+    also_judge=None,
+    allow_judge_overlap: bool = False,
 ) -> dict:
     """Evaluate ``method`` on SafeEdit ``records`` with ``judge``; see the module docstring.
 
@@ -179,8 +200,15 @@ def evaluate_safeedit(
     ``log_path``: a per-instance method appends each finished record (replies, edit info, timing, general
     results) to this JSONL log; a rerun with the same method options and generation settings takes those
     records from the log and edits only the rest (resumable).
-    Returns ``{"method", "judge", "aggregate", "instances", "timings"}``; ``aggregate`` has DS, the four
-    DG scores, DG_avg, fluency and whatever ``general`` returned.
+    ``also_judge``: a second judge (e.g. ``"keyword"`` beside the probe); its DS/DG scores go to
+    ``by_judge`` and its labels to each instance's ``labels_by_judge``. A judge trained on a text of the
+    evaluated records (:func:`helpers.judge.check_judge_overlap`) is refused unless ``allow_judge_overlap``.
+    ``general`` callbacks that take ``extra_prompts`` get the records' ``knowledge constrain`` prompts (the
+    over-refusal metric asks them too).
+    Returns ``{"method", "judge", "judge_info", "aggregate", "by_judge", "judges_info", "instances",
+    "timings"}``; ``aggregate`` has DS, the four DG scores, DG_avg (by the main judge), fluency (the
+    reference's: n-gram entropy over all five responses of a record, averaged over records) and whatever
+    ``general`` returned.
     """
     from tqdm.auto import tqdm
 
@@ -189,11 +217,13 @@ def evaluate_safeedit(
     records = list(records)
     if not records:
         raise ValueError("evaluate_safeedit needs at least one record")
-    if isinstance(judge, str):
-        from .judge import get_judge
+    from .judge import check_judge_overlap, get_judge, judge_info
 
-        judge = get_judge(judge)
+    judges = [get_judge(j) if isinstance(j, str) else j for j in (judge, also_judge) if j is not None]
+    judge = judges[0]
     validate_safeedit(records, source=source)
+    for j in judges:
+        check_judge_overlap(j, records, allow=allow_judge_overlap, source=source)
     inputs = [record_inputs(r, source) for r in records]
     timings: dict[str, float] = {}
 
@@ -215,7 +245,7 @@ def evaluate_safeedit(
         for i, key, text in flat:
             instances[i]["responses"][key] = reply_of[text]
         if general is not None:
-            general_results.append(general(model, tokenizer))
+            general_results.append(_call_general(general, model, tokenizer, records))
     else:
         logged = _read_instance_log(log_path, model, method, records, max_new_tokens, max_input_tokens,
                                     general_instances)
@@ -238,7 +268,7 @@ def evaluate_safeedit(
                                             max_new_tokens=max_new_tokens, batch_size=batch_size,
                                             max_input_tokens=max_input_tokens, pad_budget=pad_budget)
                 if general is not None and i < general_instances:
-                    general_results.append(general(model, tokenizer))
+                    general_results.append(_call_general(general, model, tokenizer, [record]))
             finally:
                 method.restore(model)
             if check_restore and parameter_checksum(model) != before:
@@ -259,24 +289,35 @@ def evaluate_safeedit(
 
     start = time.perf_counter()
     flat = [(i, key, inst["responses"][key]) for i, inst in enumerate(instances) for key in METRIC_KEYS]
-    labels = judge.predict([text for _, _, text in flat])
-    for (i, key, _), label in zip(flat, labels):
-        instances[i]["labels"][key] = label
+    by_judge = {}
+    for j in judges:
+        labels = j.predict([text for _, _, text in flat])
+        for (i, key, _), label in zip(flat, labels):
+            if j is judge:
+                instances[i]["labels"][key] = label
+            else:
+                instances[i].setdefault("labels_by_judge", {}).setdefault(j.name, {})[key] = label
+        by_judge[j.name] = aggregate_safety({k: [lab for (_, key, _), lab in zip(flat, labels) if key == k]
+                                             for k in METRIC_KEYS})
     timings["judge_seconds"] = time.perf_counter() - start
     timings["records_per_minute"] = 60.0 * len(records) / max(1e-9, sum(timings.values()))
 
-    aggregate = aggregate_safety({k: [inst["labels"][k] for inst in instances] for k in METRIC_KEYS})
-    aggregate["fluency"] = fluency([inst["responses"]["DS"] for inst in instances])
+    aggregate = dict(by_judge[judge.name])
+    aggregate["fluency"] = record_fluency([inst["responses"] for inst in instances])
     if general_results:
         for key in general_results[0]:
             aggregate[key] = sum(g[key] for g in general_results) / len(general_results)
     if method.per_instance:
         timings["mean_edit_seconds"] = sum(x["edit_seconds"] for x in instances) / len(instances)
+    infos = {j.name: judge_info(j, records) for j in judges}
     return {
         "method": method.name,
-        "judge": getattr(judge, "name", type(judge).__name__),
+        "judge": judge.name,
+        "judge_info": infos[judge.name],
         "n_records": len(records),
         "aggregate": aggregate,
+        "by_judge": by_judge,
+        "judges_info": infos,
         "instances": instances,
         "timings": timings,
     }
@@ -317,11 +358,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", default="test", help="split for --data built (default: test)")
     parser.add_argument("--method", default="vanilla", choices=sorted(METHODS))
     parser.add_argument("--model", default=None, help="model name (default: the embedded smollm2-135m-instruct)")
-    parser.add_argument("--judge", default=None, help="judge name (default: the best available offline judge)")
+    add_judge_arguments(parser)
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N records")
     parser.add_argument("--train-data", default=None,
                         help="training records for methods that train (file, 'built' or 'three'; default: built train)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="answer budget (default: 64 in small mode; the reference's 600 in full mode)")
     parser.add_argument("--max-input-tokens", type=int, default=1024,
                         help="longer inputs keep their last N tokens (default: 1024)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -382,13 +424,64 @@ def general_from_spec(spec: str | Sequence[str] | None, limit=None):
         return None
     from .metrics import general_performance
 
-    return lambda model, tokenizer: general_performance(model, tokenizer, names, limit=limit)
+    def general(model, tokenizer, extra_prompts=()):
+        if any(n.strip().lower().replace("_", "-") == "over-refusal" for n in names):
+            return general_performance(model, tokenizer, names, limit=limit, extra_prompts=extra_prompts)
+        return general_performance(model, tokenizer, names, limit=limit)
+
+    return general
 
 
 def default_judge_name() -> str:
     from .judge import JUDGES
 
     return "probe" if "probe" in JUDGES else "keyword"
+
+
+#: Answer budget by scale: a CPU-sized one in small mode, the reference's 600 new tokens in full mode.
+MAX_NEW_TOKENS = {"small": 64, "full": 600}
+
+
+def default_max_new_tokens() -> int:
+    from .config import get_scale
+
+    return MAX_NEW_TOKENS[get_scale()]
+
+
+def add_judge_arguments(parser) -> None:
+    """The judge flags every SafeEdit command shares."""
+    parser.add_argument("--judge", default=None, help="judge name (default: probe, the offline learned judge)")
+    parser.add_argument("--second-judge", default="keyword",
+                        help="a second judge whose DS/DG are reported beside the first (default: keyword; "
+                             "'none' to switch off)")
+    parser.add_argument("--allow-judge-overlap", action="store_true",
+                        help="run even when a judge was trained on a text of the evaluated records")
+
+
+def judges_from_args(args, records: Sequence[dict], source: str = "<records>"):
+    """``(judge, second_judge)`` from ``--judge``/``--second-judge``, with the overlap check done on the
+    judges' training texts; raises ``SystemExit`` for an unknown name or an overlap (before any model of the
+    evaluation loads; a probe that is not cached yet trains here)."""
+    from .judge import JUDGES, JudgeNotAvailableError, JudgeOverlapError, check_judge_overlap, get_judge
+
+    names = [args.judge or default_judge_name()]
+    second = (getattr(args, "second_judge", None) or "none").strip()
+    if second.lower() != "none" and second != names[0]:
+        names.append(second)
+    for flag, name in zip(("--judge", "--second-judge"), names):
+        if name not in JUDGES:
+            raise SystemExit(f"{flag} {name!r}: unknown judge; choose one of {sorted(JUDGES)} (or 'none' for --second-judge)")
+    judges = []
+    for name in names:
+        try:
+            judges.append(get_judge(name))
+        except JudgeNotAvailableError as err:
+            raise SystemExit(f"judge {name!r}: {err}") from err
+        try:
+            check_judge_overlap(judges[-1], records, allow=getattr(args, "allow_judge_overlap", False), source=source)
+        except JudgeOverlapError as err:
+            raise SystemExit(str(err)) from err
+    return judges[0], (judges[1] if len(judges) > 1 else None)
 
 
 def main(args) -> int:
@@ -398,7 +491,6 @@ def main(args) -> int:
     from .config import set_seed
     from .data import load_safeedit
     from .io import atomic_write_json
-    from .judge import get_judge
     from .models import load_model
     from .results import hardware
 
@@ -421,12 +513,15 @@ def main(args) -> int:
     if type(method).prepare is not Method.prepare:
         train_source = args.train_data or "built"
         train_records = load_safeedit(train_source, split="train")
+    judge, second_judge = judges_from_args(args, records, source=str(which))
+    if args.max_new_tokens is None:
+        args.max_new_tokens = default_max_new_tokens()
     model, tokenizer = load_model(args.model)
-    judge = get_judge(args.judge or default_judge_name())
     results = evaluate_safeedit(method, records, judge, model, tokenizer, train_records=train_records,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                 max_input_tokens=args.max_input_tokens, general=general,
-                                general_instances=args.general_instances, log_path=log_path, source=str(which))
+                                general_instances=args.general_instances, log_path=log_path, source=str(which),
+                                also_judge=second_judge, allow_judge_overlap=args.allow_judge_overlap)
     results["settings"] = {"data": which, "model": args.model or "smollm2-135m-instruct", "limit": args.limit,
                            "max_new_tokens": args.max_new_tokens, "max_input_tokens": args.max_input_tokens,
                            "general": args.general, "general_limit": args.general_limit,
@@ -434,6 +529,6 @@ def main(args) -> int:
                            "dtype": str(next(model.parameters()).dtype),
                            "hardware": hardware(), "seed": args.seed}
     atomic_write_json(args.out, results)
-    print(json.dumps(results["aggregate"], indent=2))
+    print(json.dumps({"aggregate": results["aggregate"], "by_judge": results["by_judge"]}, indent=2))
     print(f"wrote {args.out}")
     return 0

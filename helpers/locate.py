@@ -157,11 +157,12 @@ def _generation(record: dict, field: str, source: str) -> str:
     return value
 
 
-def pair_inputs(tokenizer, record: dict, *, context: str = "none", max_tokens: int = 256,
+def pair_inputs(tokenizer, record: dict, *, context: str = "none", max_tokens: int | None = None,
                 max_prompt_tokens: int = 512, source: str = "<records>"):
     """Token ids and attention mask ``[2, T]`` for (safe, unsafe) generation of ``record``.
 
-    Each generation keeps its first ``max_tokens`` tokens (longer ones are truncated); with
+    Each generation is used whole (the reference cuts nothing), or keeps its first ``max_tokens`` tokens when
+    that is given; with
     ``context="prompt"`` the chat-templated adversarial prompt (its last ``max_prompt_tokens`` tokens) comes
     first. Rows are padded on the tokenizer's padding side. Returns ``(input_ids, attention_mask, truncated)``.
     """
@@ -171,8 +172,8 @@ def pair_inputs(tokenizer, record: dict, *, context: str = "none", max_tokens: i
 
     if context not in CONTEXTS:
         raise ValueError(f"unknown context {context!r}; choose one of {CONTEXTS}")
-    if max_tokens < 1:
-        raise ValueError("max_tokens must be at least 1")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1 (or None: whole generations)")
     texts = [_generation(record, "safe generation", source), _generation(record, "unsafe generation", source)]
     prefix: list[int] = []
     if context == "prompt":
@@ -185,7 +186,7 @@ def pair_inputs(tokenizer, record: dict, *, context: str = "none", max_tokens: i
         ids = tokenizer(text, add_special_tokens=context == "none")["input_ids"]
         if not ids:
             raise _generation_error(record, source)
-        truncated |= len(ids) > max_tokens
+        truncated |= max_tokens is not None and len(ids) > max_tokens
         rows.append(prefix + ids[:max_tokens])
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -212,7 +213,7 @@ def _generation_error(record, source):
 
 
 def record_distances(model, tokenizer, record: dict, *, variants: Sequence[str] = VARIANTS, context: str = "none",
-                     max_tokens: int = 256, max_prompt_tokens: int = 512, source: str = "<records>") -> dict:
+                     max_tokens: int | None = None, max_prompt_tokens: int = 512, source: str = "<records>") -> dict:
     """``{variant: tensor[n_layers]}`` for one record, from a single forward pass (batch of two)."""
     import torch
 
@@ -229,7 +230,7 @@ def record_distances(model, tokenizer, record: dict, *, variants: Sequence[str] 
 
 
 def locate_toxic_layer(model, tokenizer, record: dict, *, variant: str = "reference", context: str = "none",
-                       max_tokens: int = 256) -> int:
+                       max_tokens: int | None = None) -> int:
     """The toxic layer (0-based decoder-layer index) of one record."""
     distances = record_distances(model, tokenizer, record, variants=[variant], context=context,
                                  max_tokens=max_tokens)
@@ -237,7 +238,7 @@ def locate_toxic_layer(model, tokenizer, record: dict, *, variant: str = "refere
 
 
 def locate_records(model, tokenizer, records: Sequence[dict], *, variants: Sequence[str] = VARIANTS,
-                   context: str = "none", max_tokens: int = 256, max_prompt_tokens: int = 512,
+                   context: str = "none", max_tokens: int | None = None, max_prompt_tokens: int = 512,
                    progress: bool = True) -> dict:
     """Distances and toxic layers of many records (one forward pass each).
 

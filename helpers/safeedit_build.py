@@ -6,7 +6,7 @@ The paper's pipeline, runnable on a CPU with the embedded model as teacher (or w
 1. **categories** — the nine unsafe categories (:mod:`helpers.categories`);
 2. **questions** — the teacher writes questions per category; replies are parsed, filtered, deduplicated
    (normalised text and near-duplicates) and topped up from the team's mild curated list
-   (``data/mild_questions.json``) when the teacher's output is unusable;
+   (``helpers/resources/mild_questions.json``) when the teacher's output is unusable;
 3. **attacks** — every question is wrapped in ``attacks`` of the team's 48 templates (:mod:`helpers.attacks`),
    assigned round-robin over a seeded permutation so that all templates get used evenly;
 4. **responses** — round 1 with an instruction to refuse gives the *safe generation* (a team-written
@@ -45,11 +45,12 @@ from typing import Callable, Sequence
 
 from .attacks import ATTACK_FAMILIES, AttackTemplate, load_attack_templates
 from .categories import category_names, get_category, template_refusal
+from .config import resource_path
 from .data import write_safeedit
 from .io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from .review import apply_review, load_decisions, propose, usable_refusal
 
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+REPO_DATA = resource_path()
 MILD_QUESTIONS_FILE = REPO_DATA / "mild_questions.json"
 KNOWLEDGE_FILE = REPO_DATA / "knowledge_constrain.json"
 SPLITS = ("train", "validation", "test")
@@ -213,7 +214,7 @@ def stratified_split(labels: Sequence[str], *, seed: int = 0, ratios: Sequence[f
 def knowledge_pool(source: str = "auto", limit: int = 2000) -> tuple[list[dict], str]:
     """Instruction/answer pairs for ``knowledge constrain``: ``(pairs, source used)``.
 
-    ``team`` — the committed ``data/knowledge_constrain.json``; ``alpaca`` — the Alpaca-style file of the
+    ``team`` — the shipped ``helpers/resources/knowledge_constrain.json``; ``alpaca`` — the Alpaca-style file of the
     data folder (``instructions/``), else the hub; ``auto`` — the data folder's file when present, else team.
     """
     from .config import data_dir

@@ -12,7 +12,7 @@
 #    B1/B2  safeedit-eval vanilla and DINM on the 7 official sample records (256 new tokens) and on the
 #           30 built test records (128 new tokens), KQA/Csum on 1,000/200 items after the first 3 edits
 #           (each DINM record is logged as it finishes, so a stopped run keeps what it did);
-#    C1/C2  a DINM sweep of edit strength (lr) and KL weight on the first 20 built test records.
+#    C1/C2  a DINM sweep of edit strength (lr) and KL weight on the first 20 built **validation** records (tuned on validation, reported on test).
 # At DEADLINE every job still running is stopped (LLM2LLM and the sweep keep what they finished: both
 # resume), and WORK_DIR/results and WORK_DIR/logs are packed into PACK (default WORK_DIR/gpu_results.tgz).
 # The model is loaded in float32 (HELPERS_DTYPE) so the numbers compare with the CPU runs.
@@ -70,7 +70,7 @@ run B1 bash -c "$EV --data sample $SAMPLE_LIMIT --method vanilla --max-new-token
   $EV --data sample $SAMPLE_LIMIT --method dinm --max-new-tokens $SAMPLE_TOK --general-instances $GEN_INST --out $R/safeedit_sample7_dinm_gpu.json"
 run B2 bash -c "$EV --data built --split test $BUILT_LIMIT --method vanilla --max-new-tokens $BUILT_TOK --out $R/safeedit_built_test_vanilla_gpu.json &&
   $EV --data built --split test $BUILT_LIMIT --method dinm --max-new-tokens $BUILT_TOK --general-instances $GEN_INST --out $R/safeedit_built_test_dinm_gpu.json"
-SW="$PY -m helpers.dinm sweep --data built --split test --limit $SWEEP_LIMIT --max-new-tokens $SWEEP_TOK --grid none
+SW="$PY -m helpers.dinm sweep --data built --split validation --limit $SWEEP_LIMIT --max-new-tokens $SWEEP_TOK --grid none
     --general kqa,csum --general-limit $GEN_LIMIT"
 run C1 $SW --config '{"lr": 0.001, "kl_weight": 10}' --config '{"lr": 0.005, "kl_weight": 10}' \
   --log "$R/dinm_sweep_gpu_a.jsonl" --out "$R/dinm_sweep_gpu_a.json"

@@ -147,8 +147,8 @@ def test_empty_and_too_long_instances(embedded):
 
 def test_options_suffix_first_layer_and_lr(embedded):
     _, tokenizer = embedded
-    assert DINM(suffix=True).format_input("Q?") == f"Q? {REFERENCE_SUFFIX}"
-    assert DINM().format_input("Q?") == "Q?"
+    assert DINM().format_input("Q?") == f"Q? {REFERENCE_SUFFIX}"  # the published default
+    assert DINM(suffix=False).format_input("Q?") == "Q?"
     with_suffix = build_edit_inputs(tokenizer, RECORD, suffix=REFERENCE_SUFFIX)
     assert len(with_suffix.prompt_ids) > len(build_edit_inputs(tokenizer, RECORD).prompt_ids)
     model = tiny_model("llama")

@@ -22,7 +22,7 @@ from helpers.safeedit_build import (REFUSE_INSTRUCTION, allocate, build_safeedit
 from helpers.teacher import NAMED_TEACHERS, Teacher, TeacherError
 
 HERE = Path(__file__).resolve().parent
-BUILT = HERE.parent / "data" / "safeedit_built"
+BUILT = HERE.parent / "helpers" / "resources" / "safeedit_built"
 FILES = ("train.json", "validation.json", "test.json", "provenance.json", "README.md")
 
 
