@@ -32,3 +32,21 @@ def test_dependencies_have_lower_bounds_not_pins():
     for dep in deps:
         assert "==" not in dep, f"{dep}: use a lower bound, not an exact pin"
         assert ">=" in dep, f"{dep}: give a lower bound"
+
+
+def test_the_wheel_ships_the_package_data(tmp_path):
+    """The judge's training data, the built SafeEdit set and the paper's numbers ship inside the wheel, so an
+    installed package (Colab) finds them with importlib.resources and grades with the same judge as here."""
+    import subprocess
+    import sys
+    import zipfile
+
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheel = next(tmp_path.glob("course_helpers-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("judge_responses.json", "attack_templates.json", "mild_questions.json", "knowledge_constrain.json",
+                 "paper_numbers.json", "safeedit_built/train.json", "safeedit_built/validation.json",
+                 "safeedit_built/test.json"):
+        assert f"helpers/resources/{name}" in names, name
