@@ -924,7 +924,8 @@ def _run_table(args, methods) -> int:
                            max_input_tokens=args.max_input_tokens, batch_size=args.batch_size,
                            out=args.out, resume=not args.no_resume, also_judge=second_judge,
                            allow_judge_overlap=args.allow_judge_overlap,
-                           settings={"data": args.data, "train_data": args.train_data, "seed": args.seed,
+                           settings={"data": args.data, "split": args.split, "train_data": args.train_data,
+                                     "seed": args.seed,
                                      "method_options": method_options, "train_limit": args.train_limit,
                                      "general_limit": args.general_limit,
                                      "model": args.model or "smollm2-135m-instruct", "general": args.general})

@@ -7,7 +7,8 @@ Environment variables (all optional):
 * ``HELPERS_CACHE`` — where converted model weights and trained artefacts are cached
   (default: ``~/.cache/helpers``).
 * ``HELPERS_SCALE`` — ``small`` (default; CPU-friendly, used by CI) or ``full`` (the papers' sizes).
-* ``HELPERS_RESULTS_DIR`` — where notebooks and CLIs write results (default: ``results/`` of the repo).
+* ``HELPERS_RESULTS_DIR`` — where notebooks and CLIs write results (default: ``./results`` of the working
+  folder; inside the course's checkout, its ``results/``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,21 @@ def resource_path(*parts: str) -> Path:
 #: Where the course lives on GitHub (used by the Colab badges and the Colab install cell).
 GITHUB_REPO = "llm-course/detox-llm2llm"
 COLAB_INSTALL = f"course-helpers @ git+https://github.com/{GITHUB_REPO}"
+
+
+def display_path(path) -> str:
+    """``path`` as printed in outputs: relative to the working folder when inside it, ``~/…`` under the home
+    folder, else relative to the working folder (so no saved output carries this machine's absolute paths)."""
+    target = Path(path).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    try:
+        return str(target.relative_to(cwd)) or "."
+    except ValueError:
+        pass
+    try:
+        return "~/" + str(target.relative_to(Path.home().resolve()))
+    except ValueError:
+        return os.path.relpath(target, cwd)
 
 
 def get_scale(default: str = "small") -> str:
@@ -65,10 +81,25 @@ def cache_dir() -> Path:
     return path
 
 
+def _inside_checkout() -> bool:
+    """Whether this is the course's own checkout (an editable install) and the working folder is inside it."""
+    if not (REPO_ROOT / "pyproject.toml").is_file() or not (REPO_ROOT / "notebooks").is_dir():
+        return False
+    try:
+        Path.cwd().resolve().relative_to(REPO_ROOT.resolve())
+        return True
+    except ValueError:
+        return False
+
+
 def results_dir() -> Path:
-    """Where results are written (``HELPERS_RESULTS_DIR``, default ``<repo>/results``)."""
+    """Where results are written: ``HELPERS_RESULTS_DIR``; else ``./results`` of the working folder (an
+    installed package, e.g. on Colab), or the checkout's ``results/`` when working inside the checkout."""
     value = os.environ.get("HELPERS_RESULTS_DIR")
-    path = Path(value).expanduser() if value else REPO_ROOT / "results"
+    if value:
+        path = Path(value).expanduser()
+    else:
+        path = REPO_ROOT / "results" if _inside_checkout() else Path.cwd() / "results"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

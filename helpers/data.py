@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import data_dir, resource_path
+from .config import data_dir, display_path, resource_path
 from .io import atomic_write_json
 
 
@@ -55,7 +55,7 @@ def _from_hub(hub_id: str, *args, what: str, local_hint: str, **kwargs):
 
 def _how_to_get(what: str, local_hint: str, hub_id: str | None) -> str:
     where = data_dir()
-    folder = f"HELPERS_DATA_DIR={where}" if where else "HELPERS_DATA_DIR is not set"
+    folder = f"HELPERS_DATA_DIR={display_path(where)}" if where else "HELPERS_DATA_DIR is not set"
     hub = (f" or make the Hugging Face hub reachable to load {hub_id!r}" if hub_id
            else " (it is not on the hub in a form this loader reads)")
     return (f"{what} is not available ({folder}). Set HELPERS_DATA_DIR to a folder containing {local_hint} "

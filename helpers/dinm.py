@@ -619,12 +619,14 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
 
 
 def rejudge(rows: Sequence[dict], judge) -> list[dict]:
-    """Recompute DS/DG of sweep rows from their stored responses with another ``judge`` (name or Judge).
+    """Recompute DS/DG of sweep rows from their stored responses with another ``judge`` (name or Judge), and
+    fluency as the reference computes it (:func:`helpers.metrics.record_fluency`: all five responses of a
+    record), so rows saved by an older version read the same as new ones.
 
-    Fluency and general-performance numbers do not depend on the judge and are kept.
+    General-performance numbers do not depend on the judge and are kept.
     """
     from .judge import get_judge
-    from .metrics import METRIC_KEYS, aggregate_safety
+    from .metrics import METRIC_KEYS, aggregate_safety, record_fluency
 
     judge = get_judge(judge) if isinstance(judge, str) else judge
     out = []
@@ -632,7 +634,8 @@ def rejudge(rows: Sequence[dict], judge) -> list[dict]:
         texts = [inst["responses"][k] for inst in row["instances"] for k in METRIC_KEYS]
         labels = judge.predict(texts)
         by_key = {k: labels[i::len(METRIC_KEYS)] for i, k in enumerate(METRIC_KEYS)}
-        aggregate = {**row["aggregate"], **aggregate_safety(by_key)}
+        aggregate = {**row["aggregate"], **aggregate_safety(by_key),
+                     "fluency": record_fluency([inst["responses"] for inst in row["instances"]])}
         out.append({**row, "judge": judge.name, "aggregate": aggregate})
     return out
 

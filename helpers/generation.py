@@ -108,3 +108,15 @@ def truncate(text: str, limit: int = 160) -> str:
     """Shorten ``text`` for display (unsafe generations are shown truncated by default)."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def hidden(text: str, words: int = 3) -> str:
+    """An unsafe generation as shown by default: its first few words and its length, the rest hidden."""
+    head = " ".join(text.split()[:words])
+    return f"{head} … [{len(text)} characters hidden]"
+
+
+def show(text: str, unsafe: bool, *, reveal: bool = False, limit: int = 160) -> str:
+    """What a notebook prints of a generation: truncated when safe (or when ``reveal``), else :func:`hidden`."""
+    return truncate(text, limit) if reveal or not unsafe else hidden(text)
+

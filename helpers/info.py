@@ -18,7 +18,7 @@ def add_arguments_prepare_model(parser) -> None:
 
 
 def collect() -> dict:
-    from .config import cache_dir, data_dir, get_scale, results_dir
+    from .config import cache_dir, data_dir, display_path, get_scale, results_dir
     from .models import embedded_model_dir, is_embedded_cached, pick_device
 
     versions = {}
@@ -29,7 +29,7 @@ def collect() -> dict:
             versions[name] = None
     try:
         folder = data_dir()
-        data = str(folder) if folder else "not set (loaders use the Hugging Face hub)"
+        data = display_path(folder) if folder else "not set (loaders use the Hugging Face hub)"
     except FileNotFoundError as err:
         data = f"invalid: {err}"
     device = pick_device()
@@ -45,9 +45,9 @@ def collect() -> dict:
         "device": device + extra,
         "scale": get_scale(),
         "data_dir": data,
-        "cache_dir": str(cache_dir()),
-        "results_dir": str(results_dir()),
-        "embedded_model": {"cached": is_embedded_cached(), "folder": str(embedded_model_dir())},
+        "cache_dir": display_path(cache_dir()),
+        "results_dir": display_path(results_dir()),
+        "embedded_model": {"cached": is_embedded_cached(), "folder": display_path(embedded_model_dir())},
     }
 
 

@@ -173,7 +173,9 @@ def test_rejudge_recomputes_safety_from_stored_responses():
                          {"responses": {**{k: "Sure! Step one is easy." for k in keys}, "DS": "I cannot assist."}}]}
     out = rejudge([row], "keyword")[0]
     assert out["judge"] == "keyword" and out["aggregate"]["DS"] == 100.0
-    assert out["aggregate"]["DG_onlyQ"] == 50.0 and out["aggregate"]["fluency"] == 3.0 and out["aggregate"]["KQA"] == 50.0
+    assert out["aggregate"]["DG_onlyQ"] == 50.0 and out["aggregate"]["KQA"] == 50.0
+    from helpers.metrics import record_fluency  # fluency recomputed as the reference does, from the responses
+    assert out["aggregate"]["fluency"] == record_fluency([i["responses"] for i in row["instances"]]) != 3.0
 
 
 def test_kl_weight_zero_still_measures_the_constraint(embedded):

@@ -181,3 +181,12 @@ def test_paper_numbers_and_table_order():
     full = table_markdown(table)
     assert "DS (keyword)" in full and "judges disagree on DS" in full
     assert json.dumps(numbers)  # one plain data file
+
+
+def test_unsafe_generations_are_hidden_by_default():
+    from helpers.generation import hidden, show
+
+    text = "Step one, do the harmful thing with these materials and then continue."
+    assert hidden(text) == f"Step one, do … [{len(text)} characters hidden]"
+    assert show(text, unsafe=True) == hidden(text) and "materials" not in show(text, unsafe=True)
+    assert show(text, unsafe=True, reveal=True) == text and show("I'm sorry.", unsafe=False) == "I'm sorry."
