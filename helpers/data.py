@@ -388,12 +388,35 @@ def write_safeedit(records: list[dict], path: str | Path, *, require_generalizat
 BUILT_SAFEEDIT = resource_path("safeedit_built")
 
 
+SAFEEDIT_HUB_ID = "zjunlp/SafeEdit"
+#: ``load_safeedit`` names → (hub split, number of leading records) when the data folder lacks the file.
+SAFEEDIT_HUB_SUBSETS = {"sample": ("test", 7), "three": ("train", 3)}
+
+
+def _safeedit_from_hub(split: str, *, what: str, local_hint: str) -> list[dict]:
+    """Records of the gated ``zjunlp/SafeEdit`` split; a refused access says how to get it."""
+    try:
+        ds = _from_hub(SAFEEDIT_HUB_ID, split=split, what=what, local_hint=local_hint)
+    except DataNotAvailableError as err:
+        cause = f"{err.__cause__}".lower()
+        if any(word in cause for word in ("gated", "401", "403", "unauthorized", "forbidden", "authenticated")):
+            raise DataNotAvailableError(
+                f"{what}: access to the gated dataset {SAFEEDIT_HUB_ID!r} was refused. Accept its terms on the "
+                "dataset's hub page (logged in), then give this machine a token: `export HF_TOKEN=...` (on Colab, "
+                "add HF_TOKEN under Secrets) — or set HELPERS_DATA_DIR to a folder containing "
+                f"{local_hint}.") from err
+        raise
+    return [dict(r) for r in ds]
+
+
 def load_safeedit(which: str = "sample", split: str = "test", limit: int | None = None) -> list[dict]:
     """SafeEdit records in the official schema.
 
     ``which``:
-      * ``"sample"`` — the 7 official test records of the data folder (``SafeEdit_test_sample.json``)
-      * ``"three"`` — the official 3 training instances for editing (no generalization inputs)
+      * ``"sample"`` — the 7 official test records of the data folder (``SafeEdit_test_sample.json``); without
+        it, the first 7 records of the hub's test split (ids 0–6, the same records)
+      * ``"three"`` — the official 3 training instances for editing (no generalization inputs); without the
+        data folder, the first 3 records of the hub's train split
       * ``"built"`` — the small set this project builds in chapter 01 (``helpers/resources/safeedit_built/{split}.json``)
       * ``"official"`` — the full ``zjunlp/SafeEdit`` from the hub (gated; accept its terms first)
       * a path to any JSON file in the official schema
@@ -401,10 +424,14 @@ def load_safeedit(which: str = "sample", split: str = "test", limit: int | None 
     files = {"sample": "SafeEdit_test_sample.json", "three": "three_instances_for_editing.json"}
     if which in files:
         path = _local("safeedit", files[which])
-        if path is None:
-            raise DataNotAvailableError(
-                _how_to_get(f"The SafeEdit {which!r} file", f"safeedit/{files[which]}", "zjunlp/SafeEdit"))
-        return _limit(read_safeedit(path), limit)
+        if path is not None:
+            return _limit(read_safeedit(path), limit)
+        # the hub: the sample is the official test split's first 7 records (ids 0-6); the three instances are
+        # the train split's first 3 (the official three-instance file itself is not on the hub)
+        hub_split, count = SAFEEDIT_HUB_SUBSETS[which]
+        rows = _safeedit_from_hub(hub_split, what=f"The SafeEdit {which!r} records",
+                                  local_hint=f"safeedit/{files[which]}")
+        return _limit(validate_safeedit(rows[:count], source=f"zjunlp/SafeEdit ({hub_split})"), limit)
     if which == "built":
         path = BUILT_SAFEEDIT / f"{split}.json"
         if not path.exists():
@@ -413,6 +440,6 @@ def load_safeedit(which: str = "sample", split: str = "test", limit: int | None 
                 "`python -m helpers safeedit-build --out helpers/resources/safeedit_built`.")
         return _limit(read_safeedit(path), limit)
     if which == "official":
-        ds = _from_hub("zjunlp/SafeEdit", split=split, what="SafeEdit", local_hint="safeedit/*.json")
-        return _limit(validate_safeedit([dict(r) for r in ds], source="zjunlp/SafeEdit"), limit)
+        rows = _safeedit_from_hub(split, what="SafeEdit", local_hint="safeedit/*.json")
+        return _limit(validate_safeedit(rows, source=f"zjunlp/SafeEdit ({split})"), limit)
     return _limit(read_safeedit(which), limit)
