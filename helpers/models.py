@@ -148,7 +148,8 @@ DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
 def pick_dtype(device: str, dtype=None):
     """``dtype`` if given (a torch dtype or its name), else ``HELPERS_DTYPE`` if set (e.g. ``float32`` to
-    reproduce CPU numbers on a GPU), else bf16/fp16 on CUDA and fp32 elsewhere."""
+    reproduce CPU numbers on a GPU), else bfloat16 on CUDA GPUs with compute capability ≥ 8 (A100, H100, L4, …),
+    float16 on older ones (T4, V100) and float32 elsewhere."""
     import torch
 
     if dtype is None or dtype == "auto":
@@ -161,7 +162,11 @@ def pick_dtype(device: str, dtype=None):
     if dtype is not None:
         return dtype
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # native bfloat16 needs compute capability 8.0 (Ampere) or newer; a T4 (7.5, free Colab) only emulates
+        # it (``torch.cuda.is_bf16_supported()`` can say True there), so it gets float16
+        index = torch.device(device).index
+        major, _ = torch.cuda.get_device_capability(index if index is not None else torch.cuda.current_device())
+        return torch.bfloat16 if major >= 8 else torch.float16
     return torch.float32
 
 

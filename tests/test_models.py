@@ -88,3 +88,17 @@ def test_dtype_from_the_environment(monkeypatch):
 def test_truncate():
     assert truncate("a " * 200, 20).endswith("…") and len(truncate("a " * 200, 20)) == 20
     assert truncate("short") == "short"
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), "float16"), ((7, 0), "float16"), ((8, 0), "bfloat16"),
+                                                  ((9, 0), "bfloat16")])
+def test_auto_dtype_on_gpus_follows_the_compute_capability(monkeypatch, capability, expected):
+    """A T4 (7.5, free Colab) emulates bfloat16 at best: auto gives float16 there, bfloat16 from Ampere (8.0) on."""
+    import torch
+
+    monkeypatch.delenv("HELPERS_DTYPE", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what emulation reports
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert pick_dtype("cuda") == getattr(torch, expected)
+    assert pick_dtype("cuda:0") == getattr(torch, expected)
