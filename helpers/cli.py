@@ -52,4 +52,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: `{args.command}` is not available in this version ({args._missing} is missing)", file=sys.stderr)
         return 2
     module_name = COMMANDS[args.command][0]
-    return int(_command_function(module_name, args.command, "main")(args) or 0)
+    user_errors = _user_errors()
+    try:
+        return int(_command_function(module_name, args.command, "main")(args) or 0)
+    except SystemExit as err:
+        if isinstance(err.code, str):  # a command's own input check: one line, no traceback
+            return _user_error(err.code)
+        raise
+    except user_errors as err:
+        return _user_error(str(err) or type(err).__name__, err)
+
+
+def _user_errors() -> tuple:
+    """Exceptions that mean bad input (a file, a record, a field or a flag), reported as ``error: …``."""
+    import json
+
+    from .data import DataNotAvailableError, SafeEditFormatError
+    from .judge import JudgeNotAvailableError, JudgeOverlapError
+    from .models import ModelNotAvailableError
+
+    return (DataNotAvailableError, SafeEditFormatError, JudgeOverlapError, JudgeNotAvailableError,
+            ModelNotAvailableError, FileNotFoundError, IsADirectoryError, PermissionError, json.JSONDecodeError,
+            UnicodeDecodeError, ValueError)
+
+
+def _user_error(message: str, err: BaseException | None = None) -> int:
+    """Print ``error: …`` (the first line of ``message``) and return exit status 2; ``HELPERS_DEBUG=1`` re-raises
+    to show the traceback."""
+    import os
+
+    if err is not None and os.environ.get("HELPERS_DEBUG", "").strip() not in ("", "0"):
+        raise err
+    text = " ".join(str(message).split())
+    print(text if text.startswith("error:") else f"error: {text}", file=sys.stderr)
+    return 2

@@ -376,6 +376,8 @@ def read_safeedit(path: str | Path, *, require_generalization: bool = False) -> 
         records = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise SafeEditFormatError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
+    except UnicodeDecodeError as err:
+        raise SafeEditFormatError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
     return validate_safeedit(records, source=str(path), require_generalization=require_generalization)
 
 

@@ -422,7 +422,12 @@ def general_from_spec(spec: str | Sequence[str] | None, limit=None):
     names = [g.strip() for g in (spec.split(",") if isinstance(spec, str) else spec or ()) if g.strip()]
     if not names:
         return None
-    from .metrics import general_performance
+    from .metrics import GENERAL_KEYS, general_performance
+
+    unknown = [n for n in names if n.lower() not in GENERAL_KEYS]
+    if unknown:  # checked here, before any model loads
+        raise SystemExit(f"--general {','.join(unknown)}: unknown general-performance metric; choose from "
+                         f"{', '.join(sorted(GENERAL_KEYS))}")
 
     def general(model, tokenizer, extra_prompts=()):
         if any(n.strip().lower().replace("_", "-") == "over-refusal" for n in names):
