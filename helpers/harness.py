@@ -28,6 +28,9 @@ class Method:
 
     name = "vanilla"
     per_instance = False
+    #: a method that works by prompting (Self-Reminder) also wraps the general-performance prompts (KQA, Csum,
+    #: over-refusal) with :meth:`format_input`; methods that change weights are measured on plain prompts
+    wraps_general_prompts = False
 
     def prepare(self, model, tokenizer, train_records: Sequence[dict] | None = None):
         """Global methods train here and return the model to evaluate (may be a new object)."""
@@ -149,21 +152,24 @@ def generate_bucketed(model, tokenizer, prompts: Sequence, *, max_new_tokens: in
     return outputs
 
 
-def _call_general(general: Callable, model, tokenizer, records: Sequence[dict]) -> dict:
+def _call_general(general: Callable, model, tokenizer, records: Sequence[dict], method: "Method") -> dict:
     """Run a general-performance callback; one that takes ``extra_prompts`` also gets the records'
-    ``knowledge constrain`` prompts (benign requests the over-refusal metric asks too)."""
+    ``knowledge constrain`` prompts (benign requests the over-refusal metric asks too), and one that takes
+    ``format_input`` gets the method's when the method works by prompting (``wraps_general_prompts``)."""
     import inspect
 
     try:
-        takes_extra = "extra_prompts" in inspect.signature(general).parameters
+        params = inspect.signature(general).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-        takes_extra = False
-    if not takes_extra:
-        return general(model, tokenizer)
-    prompts = [r["knowledge constrain"]["prompt"] for r in records
-               if isinstance(r.get("knowledge constrain"), dict)
-               and isinstance(r["knowledge constrain"].get("prompt"), str) and r["knowledge constrain"]["prompt"].strip()]
-    return general(model, tokenizer, extra_prompts=prompts)
+        params = {}
+    kwargs = {}
+    if "extra_prompts" in params:
+        kwargs["extra_prompts"] = [
+            r["knowledge constrain"]["prompt"] for r in records if isinstance(r.get("knowledge constrain"), dict)
+            and isinstance(r["knowledge constrain"].get("prompt"), str) and r["knowledge constrain"]["prompt"].strip()]
+    if "format_input" in params and getattr(method, "wraps_general_prompts", False):
+        kwargs["format_input"] = method.format_input
+    return general(model, tokenizer, **kwargs)
 
 
 def evaluate_safeedit(
@@ -245,7 +251,7 @@ def evaluate_safeedit(
         for i, key, text in flat:
             instances[i]["responses"][key] = reply_of[text]
         if general is not None:
-            general_results.append(_call_general(general, model, tokenizer, records))
+            general_results.append(_call_general(general, model, tokenizer, records, method))
     else:
         logged = _read_instance_log(log_path, model, method, records, max_new_tokens, max_input_tokens,
                                     general_instances)
@@ -268,7 +274,7 @@ def evaluate_safeedit(
                                             max_new_tokens=max_new_tokens, batch_size=batch_size,
                                             max_input_tokens=max_input_tokens, pad_budget=pad_budget)
                 if general is not None and i < general_instances:
-                    general_results.append(_call_general(general, model, tokenizer, [record]))
+                    general_results.append(_call_general(general, model, tokenizer, [record], method))
             finally:
                 method.restore(model)
             if check_restore and parameter_checksum(model) != before:
@@ -429,10 +435,11 @@ def general_from_spec(spec: str | Sequence[str] | None, limit=None):
         raise SystemExit(f"--general {','.join(unknown)}: unknown general-performance metric; choose from "
                          f"{', '.join(sorted(GENERAL_KEYS))}")
 
-    def general(model, tokenizer, extra_prompts=()):
+    def general(model, tokenizer, extra_prompts=(), format_input=None):
+        kwargs = {"format_input": format_input} if format_input is not None else {}
         if any(n.strip().lower().replace("_", "-") == "over-refusal" for n in names):
-            return general_performance(model, tokenizer, names, limit=limit, extra_prompts=extra_prompts)
-        return general_performance(model, tokenizer, names, limit=limit)
+            kwargs["extra_prompts"] = extra_prompts
+        return general_performance(model, tokenizer, names, limit=limit, **kwargs)
 
     return general
 

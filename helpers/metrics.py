@@ -26,7 +26,7 @@ import math
 import re
 import string
 from collections import Counter
-from typing import Sequence
+from typing import Callable, Sequence
 
 METRIC_KEYS = ("DS", "DG_onlyQ", "DG_otherA", "DG_otherQ", "DG_otherAQ")
 
@@ -167,7 +167,8 @@ def _default_limit(name: str, limit) -> int | None:
 
 
 def evaluate_kqa(model, tokenizer, limit: int | None = None, *, records: Sequence[dict] | None = None,
-                 max_new_tokens: int = 16, batch_size: int = 16, progress: bool = False) -> dict:
+                 max_new_tokens: int = 16, batch_size: int = 16, progress: bool = False,
+                 format_input: Callable | None = None) -> dict:
     """KQA on TriviaQA: ``{"KQA": 100 × share correct, "items": [{question, prediction, aliases, correct}]}``."""
     from .data import load_triviaqa
     from .generation import generate
@@ -176,6 +177,8 @@ def evaluate_kqa(model, tokenizer, limit: int | None = None, *, records: Sequenc
     if not records:
         raise ValueError("evaluate_kqa: no questions")
     prompts = [KQA_PROMPT.format(question=r["question"]) for r in records]
+    if format_input is not None:
+        prompts = [format_input(p) for p in prompts]
     replies = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        progress=progress, desc="KQA")
     items = [{"question": r["question"], "prediction": p, "aliases": r["aliases"],
@@ -185,7 +188,7 @@ def evaluate_kqa(model, tokenizer, limit: int | None = None, *, records: Sequenc
 
 def evaluate_csum(model, tokenizer, limit: int | None = None, *, records: Sequence[dict] | None = None,
                   max_new_tokens: int = 48, max_document_words: int = 300, batch_size: int = 8,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, format_input: Callable | None = None) -> dict:
     """Csum on XSum: ``{"Csum": 100 × mean ROUGE-1 F1, "items": [{id, summary, prediction, rouge1}]}``.
 
     Articles are cut to their first ``max_document_words`` words (CPU budget); the model's first sentence is
@@ -198,6 +201,8 @@ def evaluate_csum(model, tokenizer, limit: int | None = None, *, records: Sequen
     if not records:
         raise ValueError("evaluate_csum: no articles")
     prompts = [CSUM_PROMPT.format(document=" ".join(r["document"].split()[:max_document_words])) for r in records]
+    if format_input is not None:
+        prompts = [format_input(p) for p in prompts]
     replies = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        progress=progress, desc="Csum")
     items = []
@@ -210,7 +215,7 @@ def evaluate_csum(model, tokenizer, limit: int | None = None, *, records: Sequen
 
 def general_performance(model, tokenizer, names: Sequence[str] = ("kqa", "csum"), limit=None, *,
                         batch_size: int | None = None, progress: bool = False,
-                        extra_prompts: Sequence[str] = ()) -> dict[str, float]:
+                        extra_prompts: Sequence[str] = (), format_input: Callable | None = None) -> dict[str, float]:
     """General-performance metrics by name (``kqa``, ``csum``, ``over-refusal`` or ``over_refusal``;
     case-insensitive) → e.g. ``{"KQA": …, "Csum": …, "over_refusal": …}``.
 
@@ -218,7 +223,8 @@ def general_performance(model, tokenizer, names: Sequence[str] = ("kqa", "csum")
     small mode, the whole data-folder subset in full mode (see :data:`GENERAL_LIMITS`). ``batch_size``: prompts
     per batch, default 16 on a CPU and 128 on a GPU (Csum, with its long articles, uses half).
     ``extra_prompts``: further benign prompts for over-refusal only (e.g. the evaluated records' ``knowledge
-    constrain`` prompts), see :func:`helpers.over_refusal.evaluate_over_refusal`.
+    constrain`` prompts), see :func:`helpers.over_refusal.evaluate_over_refusal`. ``format_input``: how a
+    prompt reaches the model (a method that works by prompting, like Self-Reminder, wraps every input).
     """
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
@@ -232,14 +238,15 @@ def general_performance(model, tokenizer, names: Sequence[str] = ("kqa", "csum")
         name = _general_name(raw)
         if name == "kqa":
             out["KQA"] = evaluate_kqa(model, tokenizer, limit=_default_limit("kqa", limit), batch_size=batch_size,
-                                      progress=progress)["KQA"]
+                                      progress=progress, format_input=format_input)["KQA"]
         elif name == "over-refusal":
             from .over_refusal import evaluate_over_refusal
 
             out["over_refusal"] = evaluate_over_refusal(
                 model, tokenizer, limit=_default_limit(name, limit), extra_prompts=extra_prompts,
-                batch_size=batch_size, progress=progress)["over_refusal"]
+                batch_size=batch_size, progress=progress, format_input=format_input)["over_refusal"]
         else:
             out["Csum"] = evaluate_csum(model, tokenizer, limit=_default_limit("csum", limit),
-                                        batch_size=max(1, batch_size // 2), progress=progress)["Csum"]
+                                        batch_size=max(1, batch_size // 2), progress=progress,
+                                        format_input=format_input)["Csum"]
     return out

@@ -68,7 +68,7 @@ def instruction_prompt(record: dict) -> str:
 
 def evaluate_over_refusal(model, tokenizer, limit: int | None = None, *, records: Sequence[dict] | None = None,
                           extra_prompts: Sequence[str] = (), max_new_tokens: int = 32, batch_size: int = 16,
-                          progress: bool = False) -> dict:
+                          progress: bool = False, format_input=None) -> dict:
     """Over-refusal on benign prompts: ``{"over_refusal": 100 × share refused, "items": [{prompt, reply, refused,
     source}], "by_source": {source: 100 × share refused}}``.
 
@@ -96,7 +96,8 @@ def evaluate_over_refusal(model, tokenizer, limit: int | None = None, *, records
     prompts += [(p, "extra") for p in extra_prompts if p and p.strip()]
     if not prompts:
         raise ValueError("evaluate_over_refusal: no benign prompts")
-    replies = generation.generate(model, tokenizer, [p for p, _ in prompts], max_new_tokens=max_new_tokens,
+    wrap = format_input or (lambda text: text)  # a prompting method (Self-Reminder) wraps every input
+    replies = generation.generate(model, tokenizer, [wrap(p) for p, _ in prompts], max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, progress=progress, desc="over-refusal")
     items = [{"prompt": p, "reply": reply, "refused": is_refusal(reply), "source": source}
              for (p, source), reply in zip(prompts, replies)]

@@ -24,6 +24,7 @@ class SelfReminderMethod(Method):
 
     name = "self-reminder"
     per_instance = False
+    wraps_general_prompts = True  # KQA, Csum and over-refusal are asked with the reminder too (it is the method)
 
     def __init__(self, system: str = SYSTEM, suffix: str = SUFFIX, system_role: bool = True):
         if not isinstance(system, str) or not isinstance(suffix, str):

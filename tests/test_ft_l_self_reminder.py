@@ -160,3 +160,20 @@ def test_registry_and_option_errors():
         FTLMethod(objective="everything")
     with pytest.raises(ValueError):
         FTLMethod(norm_constraint=0)
+
+
+def test_self_reminder_wraps_the_general_performance_prompts_too(monkeypatch):
+    """Self-Reminder works by prompting, so KQA/Csum/over-refusal are asked with the reminder; a weight-editing
+    method's general performance is measured on plain prompts."""
+    import helpers.metrics
+    from helpers.harness import VanillaMethod, _call_general, general_from_spec
+
+    seen = []
+    monkeypatch.setattr(helpers.metrics, "general_performance",
+                        lambda model, tokenizer, names, limit=None, **kw: seen.append(kw) or {"KQA": 0.0})
+    general = general_from_spec("kqa,over-refusal")
+    reminder = SelfReminderMethod()
+    _call_general(general, "m", "t", [EVAL_RECORD], reminder)
+    _call_general(general, "m", "t", [EVAL_RECORD], VanillaMethod())
+    assert seen[0]["format_input"] == reminder.format_input and seen[0]["extra_prompts"]
+    assert "format_input" not in seen[1]
