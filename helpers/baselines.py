@@ -28,7 +28,7 @@ records DS, DG_*, fluency, general performance, training/edit time and peak memo
 one atomic JSON write per method); :func:`table_markdown` renders it. CLI::
 
     python -m helpers safeedit-table --data sample --limit 4 --train-data three,built \
-        --out results/safeedit_main_table_small.json
+        --out results/safeedit_table.json
 """
 from __future__ import annotations
 
@@ -843,7 +843,7 @@ def add_arguments_safeedit_table(parser) -> None:
     parser.add_argument("--no-isolate", action="store_true",
                         help="run every method in this process (default: one fresh process per method, so that each "
                              "method's peak memory is its own and not the high-water mark of the methods before it)")
-    parser.add_argument("--out", default="results/safeedit_main_table_small.json",
+    parser.add_argument("--out", default="results/safeedit_table.json",
                         help="JSON output; the markdown table goes next to it (.md)")
 
 

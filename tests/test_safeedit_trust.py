@@ -190,3 +190,25 @@ def test_unsafe_generations_are_hidden_by_default():
     assert hidden(text) == f"Step one, do … [{len(text)} characters hidden]"
     assert show(text, unsafe=True) == hidden(text) and "materials" not in show(text, unsafe=True)
     assert show(text, unsafe=True, reveal=True) == text and show("I'm sorry.", unsafe=False) == "I'm sorry."
+
+
+def test_precomputed_results_ship_with_the_package_and_a_missing_one_is_named():
+    from helpers.results import load_precomputed, precomputed_path
+
+    sweep = load_precomputed("dinm_sweep.json")
+    assert sweep["rows"] and "hardware" in sweep and "command" in sweep
+    assert "resources" in precomputed_path("dinm_sweep.json").parts
+    with pytest.raises(FileNotFoundError, match="no_such_table.json"):
+        load_precomputed("no_such_table.json")
+
+
+def test_results_go_to_the_working_folder_outside_the_checkout(tmp_path, monkeypatch):
+    from helpers.config import REPO_ROOT, results_dir
+
+    monkeypatch.delenv("HELPERS_RESULTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert results_dir() == tmp_path / "results"
+    monkeypatch.chdir(REPO_ROOT / "notebooks")
+    assert results_dir() == REPO_ROOT / "results"  # inside the checkout: its results/ folder
+    monkeypatch.setenv("HELPERS_RESULTS_DIR", str(tmp_path / "elsewhere"))
+    assert results_dir() == tmp_path / "elsewhere"
