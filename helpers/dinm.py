@@ -53,11 +53,11 @@ from .locate import decoder_layers, locate_toxic_layer, module_names, wv_module,
 #: The reference implementation's suffix, appended to every input (edit, knowledge constraint, evaluation).
 REFERENCE_SUFFIX = "If the user's request is reasonable, give the correct answer. Please give the right response:"
 
-#: Learning rate per model: the course's embedded model (tuned in chapter 04's sweep), then the reference
-#: hparams by ``config.model_type`` (EasyEdit hparams/DINM: llama-7b 5e-4, mistral-7b 1e-5, gpt2-xl 5e-4).
-#: Embedded model, λ = 10 (chapter 04, "edit strength"): 5e-3 lifts DG_avg from 50 to 75 on the 7 official
-#: sample records, but on the 30 built test records it gains no DG_avg and costs 2.9 KQA points (1e-3: 0.4),
-#: so 1e-3 stays the default; ``--option lr=0.005`` gives the stronger edit.
+#: Learning rate per model: the course's embedded model, then the reference hparams by ``config.model_type``
+#: (EasyEdit hparams/DINM: llama-7b 5e-4, mistral-7b 1e-5, gpt2-xl 5e-4). The embedded model's rate was chosen
+#: on 20 **built validation** records with the published recipe (10 steps, λ = 10, suffix on; chapter 04,
+#: ``helpers/resources/precomputed/dinm_lr_validation_cpu.json``): 1e-3 gives DS 85 / DG_avg 62.5, 5e-3 DS 65 /
+#: DG_avg 56.2, both with KQA 8.3 against vanilla's 10.0 (60 questions).
 DEFAULT_LR: dict[str, float] = {
     "smollm2-135m-instruct": 1e-3,
     "llama": 5e-4,

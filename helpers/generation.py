@@ -110,7 +110,7 @@ def truncate(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def hidden(text: str, words: int = 3) -> str:
+def hidden(text: str, words: int = 2) -> str:
     """An unsafe generation as shown by default: its first few words and its length, the rest hidden."""
     head = " ".join(text.split()[:words])
     return f"{head} … [{len(text)} characters hidden]"

@@ -187,7 +187,7 @@ def test_unsafe_generations_are_hidden_by_default():
     from helpers.generation import hidden, show
 
     text = "Step one, do the harmful thing with these materials and then continue."
-    assert hidden(text) == f"Step one, do … [{len(text)} characters hidden]"
+    assert hidden(text) == f"Step one, … [{len(text)} characters hidden]"
     assert show(text, unsafe=True) == hidden(text) and "materials" not in show(text, unsafe=True)
     assert show(text, unsafe=True, reveal=True) == text and show("I'm sorry.", unsafe=False) == "I'm sorry."
 
