@@ -16,7 +16,10 @@ def test_info_runs_and_reports(shared_data):
                           check=True)
     info = json.loads(proc.stdout)
     assert info["packages"]["torch"] and info["device"].startswith(("cpu", "cuda", "mps"))
-    assert info["data_dir"] == str(shared_data)
+    from pathlib import Path
+
+    # printed relative to the working folder (no machine path in saved outputs), and it names the same folder
+    assert not info["data_dir"].startswith("/") and Path(info["data_dir"]).resolve() == shared_data.resolve()
     assert info["embedded_model"]["cached"] in (True, False)
 
 
