@@ -4,19 +4,9 @@ The scan of committed notebooks/results/docs for absolute paths waits until chap
 (their saved outputs still carry paths from an older run)."""
 from __future__ import annotations
 
-import re
-import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SCANNED = ("notebooks", "results", "docs", "README.md", "helpers/resources")
-
-
-def _patterns() -> list[str]:
-    parent, home = str(REPO.parent.resolve()), str(Path.home().resolve())
-    return [re.escape(parent + "/"), re.escape(home + "/"), r"(?<![\w.])/tmp/", r"/Users/", r"(?<![\w])[A-Za-z]:\\\\"]
-
-
 def test_display_path_is_relative(tmp_path, monkeypatch):
     from helpers.config import display_path
 
