@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Run every chapter notebook the way a Colab user does: from the *installed wheel*, in an empty folder that
+# holds nothing of the repository but the notebooks (no data/, no results/, no helpers/ source beside them).
+#
+#   bash scripts/notebooks_from_wheel.sh            # all chapters (what CI runs)
+#   bash scripts/notebooks_from_wheel.sh 02 04      # some chapters (file-name prefixes)
+#
+# Steps: build the course wheel (no network: --no-build-isolation uses the setuptools already installed);
+# create a fresh virtualenv; install the wheel into it, not editable; copy notebooks/ alone into an empty
+# temporary folder; run nbval there. The fresh virtualenv borrows the *third-party* dependencies (torch,
+# transformers, ...) of ./.venv through a .pth file instead of downloading them a second time, so the course
+# package itself is the only thing that differs from a plain `pip install <wheel>`; ./.venv's editable
+# install of `helpers` is not visible there (.pth files of a borrowed folder are not executed). A check below
+# fails the run if `helpers` would be imported from the checkout.
+# Offline data come from HELPERS_DATA_DIR (CI: ../shared/data) and the hub stays off, as in .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+[ -x .venv/bin/python ] || { echo "error: run 'bash scripts/course.sh setup' first (no ./.venv)" >&2; exit 2; }
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export HELPERS_SCALE="${HELPERS_SCALE:-small}"
+if [ -z "${HELPERS_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
+  export HELPERS_DATA_DIR="$(cd ../shared/data && pwd)"
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/course-colab.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/dist" "$work/run"
+
+# 1. the wheel
+.venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w "$work/dist" .
+wheel=$(ls "$work"/dist/*.whl)
+
+# 2. a fresh virtualenv with the wheel installed (not editable)
+.venv/bin/python -m venv --without-pip "$work/venv"
+site_new=$("$work/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+site_old=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+echo "$site_old" > "$site_new/_course_dependencies.pth"
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-index \
+  --target "$site_new" "$wheel"
+(cd "$work" && "$work/venv/bin/python" - "$REPO") <<'EOF'
+import sys, pathlib, helpers
+repo = pathlib.Path(sys.argv[1]).resolve()
+where = pathlib.Path(helpers.__file__).resolve()
+if repo in where.parents:
+    sys.exit(f"error: helpers was imported from the checkout ({where}), not from the wheel")
+from importlib import resources
+assert resources.files("helpers").joinpath("resources").is_dir(), "package data missing from the wheel"
+print("helpers imported from the installed wheel")
+EOF
+
+# 3. the notebooks alone, in an empty folder
+cp -r notebooks "$work/run/notebooks"
+find "$work/run" -name "__pycache__" -prune -exec rm -rf {} +
+cd "$work/run/notebooks"
+sel=()
+for prefix in "$@"; do sel+=($(ls "${prefix}"*.ipynb)); done
+[ ${#sel[@]} -gt 0 ] || sel=(.)
+# nbval starts each kernel with the interpreter that runs it (the fresh venv has no other kernel spec).
+"$work/venv/bin/python" -m pytest "${sel[@]}" --nbval-lax -p no:cacheprovider --rootdir "$work/run/notebooks"
+# 4. nothing may have been written into the repository by the run
+cd "$REPO"
+if [ -n "$(git status --porcelain --untracked-files=all -- helpers notebooks 2>/dev/null)" ]; then
+  git status --short -- helpers notebooks
+  echo "error: the notebook run wrote into the checkout" >&2
+  exit 1
+fi
