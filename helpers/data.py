@@ -41,25 +41,32 @@ def _local(*parts: str) -> Path | None:
     return path if path.exists() else None
 
 
-def _from_hub(hub_id: str, *args, what: str, local_hint: str, **kwargs):
+def _from_hub(hub_id: str, *args, what: str, local_hint: str | None, **kwargs):
     try:
         import datasets  # noqa: F401
         from datasets import load_dataset
     except ImportError as err:  # pragma: no cover
-        raise DataNotAvailableError(_how_to_get(what, local_hint, hub_id)) from err
+        raise DataNotAvailableError(_how_to_get(what, local_hint, hub_id, "the `datasets` package is not installed")) from err
     try:
         return load_dataset(hub_id, *args, **kwargs)
     except Exception as err:  # network errors, gated datasets, unknown ids …
-        raise DataNotAvailableError(_how_to_get(what, local_hint, hub_id) + f" (hub error: {type(err).__name__})") from err
+        raise DataNotAvailableError(_how_to_get(what, local_hint, hub_id, f"hub error: {type(err).__name__}")) from err
 
 
-def _how_to_get(what: str, local_hint: str, hub_id: str | None) -> str:
+def _how_to_get(what: str, local_hint: str | None, hub_id: str | None, why: str | None = None) -> str:
+    """The one sentence a missing data set raises: the data set, the data folder's state and what it should
+    contain, and the hub id (``why``: the hub's failure, in brackets at the end). ``local_hint=None``: the data
+    set is on the hub only (a data folder cannot provide it)."""
+    reason = f" ({why})" if why else ""
+    if local_hint is None:
+        return (f"{what} is not available: it is only on the Hugging Face hub (a HELPERS_DATA_DIR folder does "
+                f"not provide it), so make the hub reachable to load {hub_id!r}{reason}.")
     where = data_dir()
     folder = f"HELPERS_DATA_DIR={display_path(where)}" if where else "HELPERS_DATA_DIR is not set"
     hub = (f" or make the Hugging Face hub reachable to load {hub_id!r}" if hub_id
            else " (it is not on the hub in a form this loader reads)")
-    return (f"{what} is not available ({folder}). Set HELPERS_DATA_DIR to a folder containing {local_hint} "
-            f"(the course's shared data folder, e.g. `export HELPERS_DATA_DIR=../shared/data`){hub}.")
+    return (f"{what} is not available ({folder}): set HELPERS_DATA_DIR to a folder containing {local_hint} "
+            f"(the course's shared data folder, e.g. `export HELPERS_DATA_DIR=../shared/data`){hub}{reason}.")
 
 
 def _check_split(split: str, allowed: tuple[str, ...], what: str) -> None:
@@ -210,26 +217,68 @@ def load_trec(split: str = "train", limit: int | None = None) -> list[dict]:
     return _limit(records, limit)
 
 
+#: SNIPS on the hub: ``benayas/snips``, a flat copy of the SNIPS NLU benchmark. Its schema (dataset card): one
+#: config, columns ``text`` (the request) and ``category`` (the intent name), splits ``train`` (13,084 requests,
+#: the size of the data folder's train) and ``test`` (1,400); there is no dev split. Intent names are mapped to
+#: :data:`SNIPS_INTENTS` whatever their spelling (``AddToPlaylist``, ``ADD_TO_PLAYLIST``, ``addtoplaylist``).
+SNIPS_HUB_ID = "benayas/snips"
+SNIPS_LOCAL_HINT = "snips/{train,dev,test}/{seq.in,label}"
+
+
+def snips_intent(label: Any, *, source: str = "SNIPS") -> str:
+    """The intent of :data:`SNIPS_INTENTS` that ``label`` spells (case, ``_``, ``-`` and spaces ignored:
+    ``"ADD_TO_PLAYLIST"`` → ``"AddToPlaylist"``); a label that is none of the seven raises ``ValueError``."""
+    key = re.sub(r"[^a-z0-9]", "", str(label).lower())
+    for intent in SNIPS_INTENTS:
+        if intent.lower() == key:
+            return intent
+    raise ValueError(f"{source}: unknown SNIPS intent label {label!r}; expected one of {SNIPS_INTENTS} "
+                     "(any case, with or without underscores)")
+
+
 def load_snips(split: str = "train", limit: int | None = None) -> list[dict]:
-    """SNIPS intents (7 classes), from the data folder only (JointBERT split: 13,084 / 700 / 700)."""
+    """SNIPS intents (7 classes): the data folder's JointBERT split (13,084 / 700 / 700), else ``benayas/snips``
+    from the hub (train 13,084; test 1,400; no dev split)."""
     _check_split(split, ("train", "dev", "test"), "SNIPS")
     seq, lab = _local("snips", split, "seq.in"), _local("snips", split, "label")
-    if seq is None or lab is None:
-        raise DataNotAvailableError(_how_to_get("SNIPS", "snips/{train,dev,test}/{seq.in,label}", None))
-    texts = seq.read_text(encoding="utf-8").split("\n")
-    labels = lab.read_text(encoding="utf-8").split("\n")
-    if len(texts) != len(labels):
-        raise ValueError(f"{seq.parent}: seq.in has {len(texts)} lines but label has {len(labels)}")
-    records = [{"text": t.strip(), "label": l.strip()} for t, l in zip(texts, labels) if t.strip()]
+    if seq is not None and lab is not None:
+        texts = seq.read_text(encoding="utf-8").split("\n")
+        labels = lab.read_text(encoding="utf-8").split("\n")
+        if len(texts) != len(labels):
+            raise ValueError(f"{seq.parent}: seq.in has {len(texts)} lines but label has {len(labels)}")
+        records = [{"text": t.strip(), "label": snips_intent(l.strip(), source=str(lab))}
+                   for t, l in zip(texts, labels) if t.strip()]
+        return _limit(records, limit)
+    if split == "dev":
+        where = data_dir()
+        folder = f"HELPERS_DATA_DIR={display_path(where)}" if where else "HELPERS_DATA_DIR is not set"
+        raise DataNotAvailableError(
+            f"The SNIPS dev split is not available ({folder}): set HELPERS_DATA_DIR to a folder containing "
+            f"snips/dev/{{seq.in,label}} (the course's shared data folder), as the hub copy {SNIPS_HUB_ID!r} "
+            "has only train and test.")
+    ds = _from_hub(SNIPS_HUB_ID, split=split, what="SNIPS", local_hint=SNIPS_LOCAL_HINT)
+    records = [{"text": r["text"].strip(), "label": snips_intent(r["category"], source=f"{SNIPS_HUB_ID} ({split})")}
+               for r in ds if r["text"].strip()]
     return _limit(records, limit)
+
+
+#: CaseHOLD on the hub: ``casehold/casehold``, config ``all``; fields ``citing_prompt`` (with ``<HOLDING>`` where
+#: the holding is cited), ``holding_0`` … ``holding_4`` and ``label`` (the correct holding, ``"0"`` … ``"4"``);
+#: splits train / validation / test.
+CASEHOLD_HUB_ID = "casehold/casehold"
 
 
 def load_casehold(split: str = "train", limit: int | None = None) -> list[dict]:
     """CaseHOLD (hub only): ``{"text": citing prompt, "choices": [5 holdings], "label": "0".."4"}``."""
     _check_split(split, ("train", "validation", "test"), "CaseHOLD")
-    ds = _from_hub("casehold/casehold", "all", split=split, what="CaseHOLD", local_hint="(nothing: hub only)")
-    records = [{"text": r["citing_prompt"], "choices": [r[f"holding_{i}"] for i in range(5)], "label": str(r["label"])}
-               for r in ds]
+    ds = _from_hub(CASEHOLD_HUB_ID, "all", split=split, what="CaseHOLD", local_hint=None)
+    records = []
+    for index, r in enumerate(ds):
+        label = str(r["label"]).strip()
+        if label not in LABELS["casehold"]:
+            raise ValueError(f"{CASEHOLD_HUB_ID} ({split}): record #{index} has label {r['label']!r}; "
+                             f"expected one of {LABELS['casehold']}")
+        records.append({"text": r["citing_prompt"], "choices": [r[f"holding_{i}"] for i in range(5)], "label": label})
     return _limit(records, limit)
 
 
