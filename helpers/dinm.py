@@ -566,8 +566,10 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
 
     Edit inputs and evaluation inputs both keep their last ``max_prompt_tokens`` tokens.
 
-    Each finished config is appended to the JSONL ``log_path`` (with every response, so the rows can be
-    re-judged later by :func:`rejudge`) and skipped when the sweep runs again (resumable). ``general``:
+    Each finished config is appended to the :class:`helpers.io.RunLog` at ``log_path`` (with every response, so
+    the rows can be re-judged later by :func:`rejudge`) and skipped when the sweep runs again with the same
+    model, records, token limits, judges and general metrics (the log's settings hash; rows of other settings
+    stay in the file but are never reused). ``general``:
     general-performance metrics (``"kqa"``, ``"csum"``) measured after the first edit (vanilla: once), on
     ``general_limit`` items (see :func:`helpers.metrics.general_performance`). ``vanilla=False`` skips the
     two vanilla rows (e.g. when another process of the same sweep runs them).
@@ -578,10 +580,19 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
     from tqdm.auto import tqdm
 
     from .harness import VanillaMethod, evaluate_safeedit, general_from_spec
-    from .io import append_jsonl, read_jsonl
+    from .io import RunLog, settings_hash
 
-    log_path = Path(log_path)
-    done = {row["key"] for row in read_jsonl(log_path)} if log_path.exists() else set()
+    def name_of(j):
+        return None if j is None else j if isinstance(j, str) else getattr(j, "name", type(j).__name__)
+
+    general = [g for g in (general.split(",") if isinstance(general, str) else general) if g.strip()]
+    log = RunLog.open(Path(log_path), {
+        "model": getattr(model, "name_or_path_for_course", None) or getattr(getattr(model, "config", None),
+                                                                            "_name_or_path", ""),
+        "records": settings_hash(list(records)), "max_new_tokens": max_new_tokens,
+        "max_prompt_tokens": max_prompt_tokens, "judge": name_of(judge), "second_judge": name_of(also_judge),
+        "general": sorted(g.strip().lower() for g in general if g.strip()), "general_limit": general_limit})
+    done = log.done()
     ids = ",".join(str(r.get("id")) for r in records)
 
     def job_key(method_name: str, config: dict) -> str:
@@ -606,16 +617,14 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
                                    also_judge=also_judge, allow_judge_overlap=allow_judge_overlap)
         keep = ("id", "responses", "labels", "toxic_layer", "loss", "nll", "kl", "nll_after", "kl_after",
                 "delta_norm", "edit_seconds")
-        row = {"key": key, "method": method_name, "config": config, "judge": result["judge"],
+        row = {"method": method_name, "config": config, "judge": result["judge"],
                "aggregate": result["aggregate"], "by_judge": result["by_judge"],
                "judges_info": result["judges_info"], "max_new_tokens": max_new_tokens,
                "max_prompt_tokens": max_prompt_tokens, "seconds": time.perf_counter() - t0,
                "mean_edit_seconds": result["timings"].get("mean_edit_seconds"),
                "instances": [{k: inst[k] for k in keep if k in inst} for inst in result["instances"]]}
-        append_jsonl(log_path, row)
-        done.add(key)
-    wanted = {job_key(m, c) for m, c in jobs}
-    return [row for row in read_jsonl(log_path) if row["key"] in wanted]
+        done[key] = log.append(row, key=key)
+    return [done[k] for k in dict.fromkeys(job_key(m, c) for m, c in jobs) if k in done]
 
 
 def rejudge(rows: Sequence[dict], judge) -> list[dict]:

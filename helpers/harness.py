@@ -253,8 +253,9 @@ def evaluate_safeedit(
         if general is not None:
             general_results.append(_call_general(general, model, tokenizer, records, method))
     else:
-        logged = _read_instance_log(log_path, model, method, records, max_new_tokens, max_input_tokens,
-                                    general_instances)
+        log = _instance_log(log_path, model, method, max_new_tokens, max_input_tokens, general_instances)
+        logged = {} if log is None else _logged_instances(log, model, method, records, max_new_tokens,
+                                                          max_input_tokens, general_instances)
         for i, (record, inp) in enumerate(tqdm(list(zip(records, inputs)), desc=f"{method.name}: editing",
                                                disable=not progress)):
             row = logged.get(str(record["id"]))
@@ -282,15 +283,13 @@ def evaluate_safeedit(
             instances[i]["responses"] = dict(zip(keys, replies))
             instances[i].update(info)
             instances[i]["edit_seconds"] = edit_seconds
-            if log_path is not None:
-                from .io import append_jsonl
-
-                append_jsonl(log_path, {"key": _instance_log_key(model, method, record, max_new_tokens,
-                                                                 max_input_tokens, general_instances),
-                                        "id": str(record["id"]),
-                                        "instance": {k: v for k, v in instances[i].items() if k != "labels"},
-                                        "general": general_results[-1] if general is not None
-                                        and i < general_instances else None})
+            if log is not None:
+                log.append({"id": str(record["id"]),
+                            "instance": {k: v for k, v in instances[i].items() if k != "labels"},
+                            "general": general_results[-1] if general is not None and i < general_instances
+                            else None},
+                           key=_instance_log_key(model, method, record, max_new_tokens, max_input_tokens,
+                                                 general_instances))
     timings["generation_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -329,30 +328,46 @@ def evaluate_safeedit(
     }
 
 
+def _instance_log_settings(model, method: Method, max_new_tokens: int, max_input_tokens,
+                           general_instances: int) -> dict:
+    """What a logged record must have been evaluated with to be reused: model, method options, generation
+    settings (the :class:`helpers.io.RunLog` hash of the per-instance log)."""
+    options = method.options() if hasattr(method, "options") else {}
+    model_name = getattr(model, "name_or_path_for_course", None) or getattr(model.config, "_name_or_path", "")
+    return {"model": model_name, "method": method.name, "options": options, "max_new_tokens": max_new_tokens,
+            "max_input_tokens": max_input_tokens, "general_instances": general_instances}
+
+
 def _instance_log_key(model, method: Method, record: dict, max_new_tokens: int, max_input_tokens,
                       general_instances: int) -> str:
-    """What a logged record must match to be reused: model, method options, generation settings, the record."""
+    """A logged record's key: a hash of the settings and the record itself (an edited record is redone);
+    computed as before the run hash existed, so older logs still resume."""
     import hashlib
     import json
 
-    options = method.options() if hasattr(method, "options") else {}
-    model_name = getattr(model, "name_or_path_for_course", None) or getattr(model.config, "_name_or_path", "")
-    text = json.dumps({"model": model_name, "method": method.name, "options": options,
-                       "max_new_tokens": max_new_tokens, "max_input_tokens": max_input_tokens,
-                       "general_instances": general_instances, "record": record}, sort_keys=True, default=str)
+    text = json.dumps({**_instance_log_settings(model, method, max_new_tokens, max_input_tokens, general_instances),
+                       "record": record}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _read_instance_log(log_path, model, method: Method, records: Sequence[dict], max_new_tokens: int,
-                       max_input_tokens, general_instances: int) -> dict[str, dict]:
-    """Rows of the harness log written with the same settings for these records, by record id."""
+def _instance_log(log_path, model, method: Method, max_new_tokens: int, max_input_tokens, general_instances: int):
+    """The per-instance :class:`helpers.io.RunLog` (``None`` without ``log_path``). Records logged before the
+    run hash existed are adopted: their key already hashes the same settings."""
     if log_path is None:
-        return {}
-    from .io import read_jsonl
+        return None
+    from .io import RunLog
 
+    return RunLog.open(log_path, _instance_log_settings(model, method, max_new_tokens, max_input_tokens,
+                                                        general_instances), adopt_unstamped=True)
+
+
+def _logged_instances(log, model, method: Method, records: Sequence[dict], max_new_tokens: int, max_input_tokens,
+                      general_instances: int) -> dict[str, dict]:
+    """Rows of the harness log written with the same settings for these records, by record id."""
+    done = log.done()
     wanted = {_instance_log_key(model, method, r, max_new_tokens, max_input_tokens, general_instances): str(r["id"])
               for r in records}
-    return {wanted[row["key"]]: row for row in read_jsonl(log_path) if row.get("key") in wanted}
+    return {record_id: done[key] for key, record_id in wanted.items() if key in done}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -189,19 +189,29 @@ class RunLog:
     #: the field of each record that carries the settings hash
     FIELD = "run"
 
-    def __init__(self, path: str | os.PathLike, settings: Any):
+    def __init__(self, path: str | os.PathLike, settings: Any, *, adopt_unstamped: bool = False):
+        """``adopt_unstamped``: records without a ``"run"`` field (written before this class existed) count as
+        this run's — only for logs whose keys already identify the settings (a hash of settings and content)."""
         self.path = Path(path)
         self.settings = settings
         self.hash = settings_hash(settings)
+        self.adopt_unstamped = adopt_unstamped
         self._records, self._torn = _parse_jsonl(self.path)
+        self._done = {str(r.get("key")): r for r in self._records if self._mine(r)}
         if self._torn:
             _warn(f"{self.path}: the last line is incomplete (an interrupted write); it is skipped and will be "
                   "cut before the next append")
 
     @classmethod
-    def open(cls, path: str | os.PathLike, settings: Any) -> "RunLog":
+    def open(cls, path: str | os.PathLike, settings: Any, **options) -> "RunLog":
         """The log at ``path`` for the run with these ``settings`` (the file need not exist yet)."""
-        return cls(path, settings)
+        return cls(path, settings, **options)
+
+    def _mine(self, record) -> bool:
+        if not isinstance(record, Mapping):
+            return False
+        run = record.get(self.FIELD)
+        return run == self.hash or (run is None and self.adopt_unstamped)
 
     def records(self) -> list[dict]:
         """Every complete record of the file, of every run, in order."""
@@ -209,11 +219,10 @@ class RunLog:
 
     def done(self) -> dict[str, dict]:
         """This run's records by ``key`` (the last one wins when a key was logged twice)."""
-        return {str(r.get("key")): r for r in self._records
-                if isinstance(r, Mapping) and r.get(self.FIELD) == self.hash}
+        return dict(self._done)
 
     def get(self, key: str) -> dict | None:
-        return self.done().get(str(key))
+        return self._done.get(str(key))
 
     def __contains__(self, key) -> bool:
         return self.get(key) is not None
@@ -236,8 +245,10 @@ class RunLog:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
-        self._records.append(json.loads(line))
-        return row
+        written = json.loads(line)  # as a later read gives it back (tuples as lists, …)
+        self._records.append(written)
+        self._done[str(written.get("key"))] = written
+        return written
 
     def __repr__(self) -> str:
         return f"RunLog({str(self.path)!r}, hash={self.hash!r}, done={len(self.done())})"

@@ -21,8 +21,9 @@ The paper's pipeline, runnable on a CPU with the embedded model as teacher (or w
    ``provenance.json`` (teacher, settings and sources per record) and the dataset card ``README.md`` with a
    seaborn plot.
 
-Every teacher call happens in fixed chunks whose replies are appended to ``build_log.jsonl`` (one line per
-chunk) before anything else uses them; a rerun reuses logged chunks and only generates what is missing, and
+Every teacher call happens in fixed chunks whose replies are appended to ``build_log.jsonl`` (a
+:class:`helpers.io.RunLog`, one line per chunk, keyed by a hash of stage, teacher, settings and prompts) before
+anything else uses them; a rerun reuses logged chunks and only generates what is missing, and
 because chunk boundaries never move, an interrupted and resumed build writes byte-identical files.
 Every raw teacher reply is also logged to ``teacher_log.jsonl``.
 
@@ -47,7 +48,7 @@ from .attacks import ATTACK_FAMILIES, AttackTemplate, load_attack_templates
 from .categories import category_names, get_category, template_refusal
 from .config import resource_path
 from .data import write_safeedit
-from .io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, umask_mode
+from .io import RunLog, atomic_write_json, atomic_write_text, umask_mode
 from .review import apply_review, load_decisions, propose, usable_refusal
 
 REPO_DATA = resource_path()
@@ -276,26 +277,6 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:20]
 
 
-class BuildLog:
-    """The append-only stage log ``build_log.jsonl``: ``key → entry``; a torn last line is repaired."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        if path.exists():
-            data = path.read_bytes()
-            if data and not data.endswith(b"\n"):  # killed mid-line: drop the partial line before appending
-                atomic_write_text(path, data[: data.rfind(b"\n") + 1].decode("utf-8"))
-        self.entries = {e["key"]: e for e in read_jsonl(path) if isinstance(e, dict) and "key" in e}
-
-    def get(self, key: str):
-        return self.entries.get(key)
-
-    def add(self, entry: dict) -> dict:
-        append_jsonl(self.path, entry)
-        self.entries[entry["key"]] = entry
-        return entry
-
-
 class _LazyTeacher:
     """Creates the teacher on first use, so a fully logged rerun never loads a model."""
 
@@ -341,9 +322,12 @@ class _Builder:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.s = settings
-        self.log = BuildLog(self.out / "build_log.jsonl")
         self.teacher = _LazyTeacher(teacher, self.out / "teacher_log.jsonl", model, tokenizer)
         self.s.teacher = self.teacher.name
+        # every entry's key already hashes its stage, teacher, settings and inputs (content-addressed chunks),
+        # so the run hash only names the log; entries of logs written before it existed are adopted
+        self.log = RunLog.open(self.out / "build_log.jsonl", {"log": "safeedit-build", "version": 1},
+                               adopt_unstamped=True)
         self.hook = hook or (lambda stage, index: None)
         self.progress = progress
         self.review_path = Path(review_path) if review_path else self.out / "review.jsonl"
@@ -366,8 +350,9 @@ class _Builder:
             entry = self.log.get(key)
             if entry is None:
                 out = self.teacher.get().complete(chunk, tag=f"safeedit-build:{stage}", **settings)
-                entry = self.log.add({"key": key, "stage": stage, "chunk": index, "teacher": self.teacher.name,
-                                      "settings": settings, "prompts": chunk, "replies": out, "time": time.time()})
+                entry = self.log.append({"stage": stage, "chunk": index, "teacher": self.teacher.name,
+                                         "settings": settings, "prompts": chunk, "replies": out,
+                                         "time": time.time()}, key=key)
                 self.stats[f"{stage} chunks generated"] += 1
                 self.hook(stage, index)
             else:
@@ -378,7 +363,7 @@ class _Builder:
     def stage_done(self, stage: str, key: str, summary: dict) -> None:
         """Log a deterministic stage's outcome once (a rerun with the same inputs adds nothing)."""
         if self.log.get(key) is None:
-            self.log.add({"key": key, "stage": stage, **summary})
+            self.log.append({"stage": stage, **summary}, key=key)
         self.hook(stage, -1)
 
     # -- stages ----------------------------------------------------------------------------------------
