@@ -646,6 +646,48 @@ def _method_options(method) -> dict:
     return {}
 
 
+def table_log_path(out) -> Path:
+    """The resume log of the table written to ``out``: ``OUT`` with ``.log.jsonl``."""
+    return Path(out).with_suffix(".log.jsonl")
+
+
+def _table_run_settings(settings: dict, general_instances: int, records: Sequence[dict]) -> dict:
+    """What decides a table's rows (the run hash of its log): its settings without the hardware string (a rerun
+    on another machine resumes) and the method options (they are part of each row's key), plus the records'
+    content."""
+    from .io import settings_hash
+
+    return {**{k: v for k, v in settings.items() if k not in ("hardware", "method_options")},
+            "general_instances": general_instances, "records_sha": settings_hash(list(records))}
+
+
+def _row_key(name: str, options: dict | None) -> str:
+    import json
+
+    return name if not options else f"{name} {json.dumps(options, sort_keys=True, default=str)}"
+
+
+def _adopt_legacy_rows(log, out, settings: dict, method_options: dict) -> None:
+    """A table written before its log existed: when its settings equal these, log its finished rows as this
+    run's (once), so the rerun resumes instead of starting over."""
+    if log.done() or not Path(out).is_file():
+        return
+    from .io import read_json
+
+    try:
+        saved = read_json(out, "results table")
+    except ValueError:
+        return  # not a table this code wrote: it is overwritten at the first finished method
+    saved_settings = saved.get("settings", {}) if isinstance(saved, dict) else {}
+    drop = ("hardware", "method_options")
+    if {k: v for k, v in saved_settings.items() if k not in drop} != {k: v for k, v in settings.items() if k not in drop}:
+        return
+    saved_options = saved_settings.get("method_options") or {}
+    for name, row in (saved.get("rows") or {}).items():
+        if "error" not in row and saved_options.get(name, {}) == method_options.get(name, {}):
+            log.append({"method": name, "row": row}, key=_row_key(name, method_options.get(name, {})))
+
+
 def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_records: Sequence[dict] | None = None,
                    methods: Sequence = TABLE_METHODS, method_options: dict | None = None,
                    general: Callable | None = None, general_instances: int = 1, max_new_tokens: int = 64,
@@ -661,8 +703,12 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
     in ``train_seconds``), ``peak_memory_mb`` (:class:`PeakMemory` around the whole evaluation), the method's
     options and the per-instance responses and labels. A method that cannot be built (its module is missing)
     becomes a row with ``"error"`` and the table goes on. With ``out`` the table is written after every
-    method and, with ``resume``, methods already in ``out`` (same settings) are not run again. The base
-    model's weights are checked after every method: a method that changed them raises ``RuntimeError``.
+    method, and every finished row is appended to the :class:`helpers.io.RunLog` next to it
+    (:func:`table_log_path`), keyed by the method and its options under a hash of the table's settings
+    (records, judges, token limits, general metrics, training data, seed, model, scale); with ``resume``,
+    rows already logged for the same settings are not run again (a table written before the log existed is
+    adopted when its settings are the same). The base model's weights are checked after every method: a
+    method that changed them raises ``RuntimeError``.
     ``also_judge``: a second judge; each row keeps ``by_judge`` (DS/DG by each judge) and ``judge_info``.
     """
     from .harness import evaluate_safeedit, get_method
@@ -680,19 +726,22 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
                 "n_train_records": len(train_records or []), "scale": get_scale(), "hardware": hardware(),
                 **(settings or {})}
     table = {"settings": settings, "rows": {}}
-    if out is not None and resume and Path(out).exists():
-        import json
+    log = None
+    if out is not None:
+        from .io import RunLog
 
-        saved = json.loads(Path(out).read_text())
-        same = ("record_ids", "judge", "second_judge", "max_new_tokens", "max_input_tokens")
-        if all(saved.get("settings", {}).get(k) == settings[k] for k in same):
-            table["rows"] = {k: v for k, v in saved.get("rows", {}).items() if "error" not in v}
+        log = RunLog.open(table_log_path(out), _table_run_settings(settings, general_instances, records))
+        if resume:
+            _adopt_legacy_rows(log, out, settings, method_options)
+            for key, logged in log.done().items():  # rows of this run, with the options asked for now
+                if key == _row_key(logged["method"], method_options.get(logged["method"], {})):
+                    table["rows"][logged["method"]] = logged["row"]
     base_checksum = parameter_checksum(model)
     for entry in methods:
         name = entry if isinstance(entry, str) else entry.name
         if name in table["rows"]:
             if progress:
-                print(f"{name}: already in {out}, skipped")
+                print(f"{name}: already in {log.path if log else out}, skipped")
             continue
         try:
             method = get_method(name, **method_options.get(name, {})) if isinstance(entry, str) else entry
@@ -727,6 +776,9 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
             "instances": result["instances"],
         }
         del method
+        if log is not None:
+            log.append({"method": name, "row": table["rows"][name]},
+                       key=_row_key(name, method_options.get(name, {}) if isinstance(entry, str) else {}))
         if out is not None:
             atomic_write_json(out, table)
     if out is not None:
@@ -870,8 +922,10 @@ def main_safeedit_table(args) -> int:
         import subprocess
         import sys
 
-        if args.no_resume and Path(args.out).exists():
-            Path(args.out).unlink()
+        if args.no_resume:  # start over: the children resume from nothing
+            for path in (Path(args.out), table_log_path(args.out)):
+                if path.exists():
+                    path.unlink()
         for method in methods:
             print(f"=== {method} (own process)", flush=True)
             code = subprocess.call([sys.executable, "-m", "helpers", *_child_argv(args, method)])
