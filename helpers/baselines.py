@@ -916,9 +916,52 @@ def _child_argv(args, method: str) -> list[str]:
     return argv
 
 
+def _check_table_args(args, methods: list[str]):
+    """Every argument of ``safeedit-table``, checked before any model loads and before anything is written:
+    ``(records, train_records, judge, second_judge, general, method_options)``."""
+    import json
+
+    from .cli import at_least, check_model_name, check_output_file, require_records
+    from .data import load_safeedit
+    from .harness import METHODS, general_from_spec, get_method, judges_from_args, parse_general_limit
+
+    at_least(args, 1, "limit", "train_limit", "batch_size", "max_new_tokens", "max_input_tokens")
+    if not methods:
+        raise SystemExit(f"--methods {args.methods!r}: no method named; choose from {', '.join(TABLE_METHODS)}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"--methods {','.join(unknown)}: unknown method; choose from {', '.join(sorted(METHODS))}")
+    general = general_from_spec(args.general, parse_general_limit(args.general_limit))
+    try:
+        method_options = json.loads(args.method_options)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--method-options is not valid JSON: {err}") from err
+    if not isinstance(method_options, dict) or not all(isinstance(v, dict) for v in method_options.values()):
+        raise SystemExit("--method-options must be a JSON object of objects: {\"method\": {\"option\": value}}")
+    unknown = [m for m in method_options if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"--method-options names {', '.join(map(repr, unknown))}: unknown method; choose from "
+                         f"{', '.join(sorted(METHODS))}")
+    for name in methods:  # constructing a method is cheap and checks its options
+        try:
+            get_method(name, **method_options.get(name, {}))
+        except TypeError as err:
+            raise SystemExit(f"--method-options for method {name!r}: {err}") from err
+        except ValueError:
+            pass  # a method whose module is missing becomes a row that says so
+    check_output_file(args.out)
+    check_model_name(args.model)
+    records = require_records(load_safeedit(args.data, split=args.split, limit=args.limit), args.data)
+    train_records = require_records(load_train_records(args.train_data, limit=args.train_limit), args.train_data,
+                                    "training records (--train-data)")
+    judge, second_judge = judges_from_args(args, records, source=str(args.data))
+    return records, train_records, judge, second_judge, general, method_options
+
+
 def main_safeedit_table(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.no_isolate and len(methods) > 1:
+        _check_table_args(args, methods)  # refuse bad input here, not in the first child
         import subprocess
         import sys
 
@@ -953,25 +996,13 @@ def _write_markdown(out) -> int:
 
 
 def _run_table(args, methods) -> int:
-    from .data import load_safeedit
-    from .harness import default_max_new_tokens, general_from_spec, judges_from_args, parse_general_limit
+    from .harness import default_max_new_tokens
     from .models import load_model
 
-    general = general_from_spec(args.general, parse_general_limit(args.general_limit))
     set_seed(args.seed)
-    records = load_safeedit(args.data, split=args.split, limit=args.limit)
-    train_records = load_train_records(args.train_data, limit=args.train_limit)
-    judge, second_judge = judges_from_args(args, records, source=str(args.data))
+    records, train_records, judge, second_judge, general, method_options = _check_table_args(args, methods)
     if args.max_new_tokens is None:
         args.max_new_tokens = default_max_new_tokens()
-    import json
-
-    try:
-        method_options = json.loads(args.method_options)
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"--method-options is not valid JSON: {err}") from err
-    if not isinstance(method_options, dict) or not all(isinstance(v, dict) for v in method_options.values()):
-        raise SystemExit("--method-options must be a JSON object of objects: {\"method\": {\"option\": value}}")
     model, tokenizer = load_model(args.model)
     table = run_main_table(model, tokenizer, records, judge, train_records=train_records, methods=methods,
                            method_options=method_options, general=general, max_new_tokens=args.max_new_tokens,

@@ -650,18 +650,18 @@ def rejudge(rows: Sequence[dict], judge) -> list[dict]:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    import argparse
     import json
     import sys
 
+    from .cli import ArgumentParser, at_least, check_model_name, check_output_file, require_records
     from .config import results_dir, set_seed
     from .data import load_safeedit
-    from .harness import add_judge_arguments, judges_from_args, parse_general_limit
+    from .harness import add_judge_arguments, general_from_spec, judges_from_args, parse_general_limit
     from .io import atomic_write_json
     from .models import load_model
     from .results import hardware
 
-    parser = argparse.ArgumentParser(prog="python -m helpers.dinm", description="DINM hyper-parameter sweep")
+    parser = ArgumentParser(prog="python -m helpers.dinm", description="DINM hyper-parameter sweep")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sweep", help="one-factor-at-a-time sweep of steps, lr, KL weight, suffix, KL gradient")
     p.add_argument("--data", default="built")
@@ -684,21 +684,26 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     args = parser.parse_args(argv)
+    # every argument is checked before any model loads and before anything is written
+    at_least(args, 1, "limit", "max_new_tokens", "max_prompt_tokens", "threads")
+    general_limit = parse_general_limit(args.general_limit)
+    general_from_spec(args.general, general_limit)  # unknown metric names are refused here
+    configs = sweep_configs(args.grid) + [parse_sweep_config(text) for text in args.config]
+    if not configs and args.no_vanilla:
+        raise SystemExit("nothing to run: --grid none, no --config and --no-vanilla")
+    for flag, path in (("--log", args.log), ("--out", args.out)):
+        if path is not None:
+            check_output_file(path, flag)
+    check_model_name(args.model)
+    set_seed(args.seed)
+    records = require_records(load_safeedit(args.data, split=args.split, limit=args.limit), args.data)
+    judge, second_judge = judges_from_args(args, records, source=str(args.data))
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-
-
-    general_limit = parse_general_limit(args.general_limit)
-    configs = sweep_configs(args.grid) + [parse_sweep_config(text) for text in args.config]
-    if not configs and args.no_vanilla:
-        raise SystemExit("nothing to run: --grid none, no --config and --no-vanilla")
-    set_seed(args.seed)
-    records = load_safeedit(args.data, split=args.split, limit=args.limit)
-    judge, second_judge = judges_from_args(args, records, source=str(args.data))
-    model, tokenizer = load_model(args.model)
     log = args.log or results_dir() / "dinm_sweep.jsonl"
+    model, tokenizer = load_model(args.model)
     rows = run_sweep(model, tokenizer, records, judge, configs, log_path=log,
                      max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                      general=[g for g in args.general.split(",") if g.strip()], general_limit=general_limit,
@@ -719,5 +724,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def main_sweep(argv: Sequence[str] | None = None) -> int:
+    """``python -m helpers.dinm …`` with bad input as one line ``error: …`` and exit status 2."""
+    from .cli import run_guarded
+
+    return run_guarded(_main, argv)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(_main())
+    raise SystemExit(main_sweep())

@@ -84,6 +84,15 @@ def get_method(name: str, **options) -> Method:
     return getattr(module, attr)(**options)
 
 
+def _method_class(name: str):
+    """The class registered for ``name`` (``None`` when its module is missing)."""
+    module_name, attr = METHODS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except ModuleNotFoundError:
+        return None
+
+
 def record_inputs(record: dict, source: str = "<records>") -> dict[str, str]:
     """The five evaluation inputs of a record, keyed by metric; a clear error if one is missing or empty."""
     inputs = {}
@@ -398,8 +407,9 @@ def add_arguments(parser) -> None:
                         help="a method option, e.g. --option lr=0.005 --option kl_weight=10 for dinm (repeatable; "
                              "values are read as JSON when they parse, else as text)")
     parser.add_argument("--log", default=None,
-                        help="per-instance methods (dinm, mend): append each finished record to this JSONL log and "
-                             "resume from it (default: OUT with .log.jsonl; 'none' to switch off)")
+                        help="per-instance methods (dinm, ft-l, mend): append each finished record to this JSONL log "
+                             "and resume from it (default: OUT with .log.jsonl; 'none' to switch off); refused for "
+                             "the methods that evaluate in one pass")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results.json", help="where to write results.json")
 
@@ -515,31 +525,44 @@ def main(args) -> int:
     import json
     from pathlib import Path
 
+    from .cli import at_least, check_model_name, check_output_file, require_records
     from .config import set_seed
     from .data import load_safeedit
     from .io import atomic_write_json
     from .models import load_model
     from .results import hardware
 
-    if args.general_instances < 1:
-        raise SystemExit(f"--general-instances must be ≥ 1, got {args.general_instances}")
-    general = general_from_spec(args.general, parse_general_limit(args.general_limit))  # checked before loading
+    # every argument is checked before any model loads and before anything is written
+    at_least(args, 1, "general_instances", "limit", "batch_size", "max_new_tokens", "max_input_tokens")
+    general = general_from_spec(args.general, parse_general_limit(args.general_limit))
+    check_output_file(args.out)
+    explicit_log = args.log is not None and args.log.strip().lower() != "none"
     if args.log is None:
         log_path = Path(args.out).with_suffix(".log.jsonl")
     else:
-        log_path = None if args.log.strip().lower() == "none" else Path(args.log)
-    set_seed(args.seed)
-    which = args.data
-    records = load_safeedit(which, split=args.split, limit=args.limit)
-    train_records = None
+        log_path = Path(args.log) if explicit_log else None
     options = parse_method_options(args.option)
+    set_seed(args.seed)
     try:
         method = get_method(args.method, **options)
     except TypeError as err:
         raise SystemExit(f"--option for method {args.method!r}: {err}") from err
+    if not method.per_instance:
+        if explicit_log:  # honoured for the methods that resume record by record, refused for the others
+            per_instance = sorted(n for n in METHODS if getattr(_method_class(n), "per_instance", False))
+            raise SystemExit(f"--log {args.log}: method {args.method!r} evaluates all records in one pass, so it "
+                             f"has no per-record log to resume from; --log applies to {', '.join(per_instance)}")
+        log_path = None
+    if log_path is not None:
+        check_output_file(log_path, "--log")
+    check_model_name(args.model)
+    which = args.data
+    records = require_records(load_safeedit(which, split=args.split, limit=args.limit), which)
+    train_records = None
     if type(method).prepare is not Method.prepare:
         train_source = args.train_data or "built"
-        train_records = load_safeedit(train_source, split="train")
+        train_records = require_records(load_safeedit(train_source, split="train"), train_source,
+                                        "training records (--train-data)")
     judge, second_judge = judges_from_args(args, records, source=str(which))
     if args.max_new_tokens is None:
         args.max_new_tokens = default_max_new_tokens()

@@ -36,7 +36,6 @@ import os
 import random
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -658,9 +657,19 @@ def read_gsm8k_file(path: str | os.PathLike, limit: int | None = None) -> list[d
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file (pass a JSONL of GSM8K records, or 'test')")
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder (pass a JSONL of GSM8K records, or 'test')")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be ≥ 1 (or None for all records), got {limit}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
     if text.lstrip().startswith("["):
-        rows = list(enumerate(json.loads(text), start=1))
+        try:
+            rows = list(enumerate(json.loads(text), start=1))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
     else:
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -735,11 +744,20 @@ def add_arguments_llm2llm(parser: argparse.ArgumentParser) -> None:
 
 
 def main_llm2llm(args: argparse.Namespace) -> int:
+    from .cli import above, at_least, check_model_name, check_output_folder
+
+    # every argument is checked before any model loads and before anything is written (run_llm2llm checks the
+    # run folder's settings, the teacher, the data and the seed size the same way)
+    at_least(args, 1, "seed_size", "test_size", "per_wrong", "batch_size", "max_length", "max_new_tokens",
+             "eval_batch_size", "train_layers")
+    at_least(args, 0, "iterations", "lr", "teacher_temperature")
+    above(args, 0, "epochs")
+    check_output_folder(args.out)
+    check_model_name(args.student, "--student")
     task = get_task(args.dataset)
     if args.max_new_tokens is not None:
         if not hasattr(task, "max_new_tokens"):
-            print(f"error: --max-new-tokens does not apply to {args.dataset}", file=sys.stderr)
-            return 2
+            raise SystemExit(f"--max-new-tokens does not apply to {args.dataset}")
         task.max_new_tokens = args.max_new_tokens
     summary = run_llm2llm(
         task, args.teacher, seed_size=args.seed_size, iterations=args.iterations, out_dir=args.out,
@@ -781,10 +799,14 @@ def add_arguments_gsm8k_eval(parser: argparse.ArgumentParser) -> None:
 
 
 def main_gsm8k_eval(args: argparse.Namespace) -> int:
+    from .cli import at_least, check_model_name, check_output_file, require_records
     from .models import load_model
     from .results import hardware
 
-    records = read_gsm8k_file(args.data, args.limit)
+    at_least(args, 1, "limit", "max_new_tokens", "batch_size")
+    check_output_file(args.out)
+    check_model_name(args.model)
+    records = require_records(read_gsm8k_file(args.data, args.limit), args.data, "GSM8K problems")
     model, tokenizer = load_model(args.model, device=args.device)
     result = evaluate_gsm8k(model, tokenizer, records, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size, progress=not args.no_progress)

@@ -333,6 +333,7 @@ class _Builder:
         self.review_path = Path(review_path) if review_path else self.out / "review.jsonl"
         self.screen = screen
         self.stats = Counter()
+        self.knowledge: tuple | None = None  # (D_cons pairs, source), loaded before the build starts
 
     # -- resumable teacher calls ---------------------------------------------------------------------
     def complete(self, stage: str, prompts: list[str], *, max_new_tokens: int, temperature: float = 0.0,
@@ -465,7 +466,7 @@ class _Builder:
     def records(self, questions: list[dict], kept: list[dict], templates: list[AttackTemplate]) -> dict:
         s = self.s
         split_of_question = stratified_split([q["category"] for q in questions], seed=s.seed, ratios=s.split_ratios)
-        pairs, source = knowledge_pool(s.constrain)
+        pairs, source = self.knowledge or knowledge_pool(s.constrain)
         self.constrain_source = source
         pair_order = list(range(len(pairs)))
         random.Random(f"{s.seed}:constrain").shuffle(pair_order)
@@ -580,8 +581,23 @@ def build_safeedit(out: str | Path, *, per_category: int | None = None, attacks:
     if not 1 <= settings.attacks <= len(templates):
         raise ValueError(f"--attacks must be between 1 and {len(templates)} (the number of templates), "
                          f"got {settings.attacks}")
+    if min(settings.question_tokens, settings.response_tokens) < 1 or settings.question_rounds < 0:
+        raise ValueError("question_tokens and response_tokens must be ≥ 1 and question_rounds ≥ 0")
+    # checked before the teacher is asked anything and before anything is written: the output folder, the
+    # review decisions, the teacher and the D_cons pairs
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; the build's output (--out) must be a folder")
+    load_decisions(Path(review_path) if review_path else out / "review.jsonl")
+    from .teacher import check_teacher
+
+    check_teacher(teacher)
+    knowledge = knowledge_pool(settings.constrain)
+    if not knowledge[0]:
+        raise ValueError(f"knowledge constrain source {knowledge[1]!r} (--constrain) gave no usable pairs")
     start = time.time()
     builder = _Builder(out, settings, teacher, hook, progress, review_path, screen, model, tokenizer)
+    builder.knowledge = knowledge
     result = BuildResult(out=builder.out)
     questions = builder.questions(result)
     candidates = builder.candidates(questions, templates)
@@ -721,7 +737,10 @@ def dataset_card(result: BuildResult, meta: dict, plot_file: str | None = "count
 # CLI
 # ----------------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
-    sizes = default_sizes()
+    try:
+        sizes = default_sizes()
+    except ValueError:  # a bad HELPERS_SCALE must not break --help; the build itself reports it
+        sizes = default_sizes("small")
     parser.add_argument("--out", required=True, help="output folder (records, logs, card); rerun to resume")
     parser.add_argument("--per-category", type=int, default=None,
                         help=f"questions per category (default {sizes['per_category']} at this scale; paper: 60)")
@@ -744,6 +763,13 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    from .cli import at_least, check_output_file, check_output_folder
+
+    at_least(args, 1, "per_category", "attacks", "chunk_size", "max_new_tokens", "question_tokens")
+    at_least(args, 0, "question_rounds")
+    check_output_folder(args.out)
+    if args.review_file is not None:  # read before the build (a missing file: no decisions yet)
+        check_output_file(args.review_file, "--review-file")
     result = build_safeedit(
         args.out, per_category=args.per_category, attacks=args.attacks, teacher=args.teacher, seed=args.seed,
         response_tokens=args.max_new_tokens, question_tokens=args.question_tokens,
