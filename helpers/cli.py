@@ -108,8 +108,6 @@ def _user_errors() -> tuple:
 def _user_error(message: str, err: BaseException | None = None) -> int:
     """Print ``error: …`` (the first line of ``message``) and return exit status 2; ``HELPERS_DEBUG=1`` re-raises
     to show the traceback."""
-    import os
-
     if err is not None and os.environ.get("HELPERS_DEBUG", "").strip() not in ("", "0"):
         if isinstance(err, SystemExit):
             raise RuntimeError(err.code) from err  # the traceback of the check that refused the input
@@ -145,13 +143,15 @@ def above(args, minimum, *names: str) -> None:
 def _writable_ancestor(path, flag: str):
     from pathlib import Path
 
+    from .config import display_path
+
     ancestor = Path(path).expanduser().absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise SystemExit(f"{flag} {path}: {ancestor} is a file, so the folder cannot be created")
+        raise SystemExit(f"{flag} {path}: {display_path(ancestor)} is a file, so the folder cannot be created")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise SystemExit(f"{flag} {path}: the folder {ancestor} is not writable")
+        raise SystemExit(f"{flag} {path}: the folder {display_path(ancestor)} is not writable")
 
 
 def check_output_file(path, flag: str = "--out") -> None:

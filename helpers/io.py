@@ -26,6 +26,12 @@ def umask_mode(base: int = 0o666) -> int:
     return base & ~mask
 
 
+def follow_umask(fd: int) -> None:
+    """Give the open file ``fd`` (a ``tempfile.mkstemp`` file, created ``-rw-------``) the umask's mode."""
+    if hasattr(os, "fchmod"):  # POSIX; on Windows the mode bits do not apply
+        os.fchmod(fd, umask_mode())
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename); the mode follows the
     umask."""
@@ -33,7 +39,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, umask_mode())
+        follow_umask(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

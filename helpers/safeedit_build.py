@@ -48,7 +48,7 @@ from .attacks import ATTACK_FAMILIES, AttackTemplate, load_attack_templates
 from .categories import category_names, get_category, template_refusal
 from .config import resource_path
 from .data import write_safeedit
-from .io import RunLog, atomic_write_json, atomic_write_text, umask_mode
+from .io import RunLog, atomic_write_json, atomic_write_text, follow_umask
 from .review import apply_review, load_decisions, propose, usable_refusal
 
 REPO_DATA = resource_path()
@@ -657,7 +657,7 @@ def plot_counts(splits: dict, path: str | Path | None = None):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, umask_mode())  # like every other file written: the mode follows the umask
+    follow_umask(fd)  # like every other file written: the mode follows the umask
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
