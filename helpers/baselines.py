@@ -646,6 +646,48 @@ def _method_options(method) -> dict:
     return {}
 
 
+def table_log_path(out) -> Path:
+    """The resume log of the table written to ``out``: ``OUT`` with ``.log.jsonl``."""
+    return Path(out).with_suffix(".log.jsonl")
+
+
+def _table_run_settings(settings: dict, general_instances: int, records: Sequence[dict]) -> dict:
+    """What decides a table's rows (the run hash of its log): its settings without the hardware string (a rerun
+    on another machine resumes) and the method options (they are part of each row's key), plus the records'
+    content."""
+    from .io import settings_hash
+
+    return {**{k: v for k, v in settings.items() if k not in ("hardware", "method_options")},
+            "general_instances": general_instances, "records_sha": settings_hash(list(records))}
+
+
+def _row_key(name: str, options: dict | None) -> str:
+    import json
+
+    return name if not options else f"{name} {json.dumps(options, sort_keys=True, default=str)}"
+
+
+def _adopt_legacy_rows(log, out, settings: dict, method_options: dict) -> None:
+    """A table written before its log existed: when its settings equal these, log its finished rows as this
+    run's (once), so the rerun resumes instead of starting over."""
+    if log.done() or not Path(out).is_file():
+        return
+    from .io import read_json
+
+    try:
+        saved = read_json(out, "results table")
+    except ValueError:
+        return  # not a table this code wrote: it is overwritten at the first finished method
+    saved_settings = saved.get("settings", {}) if isinstance(saved, dict) else {}
+    drop = ("hardware", "method_options")
+    if {k: v for k, v in saved_settings.items() if k not in drop} != {k: v for k, v in settings.items() if k not in drop}:
+        return
+    saved_options = saved_settings.get("method_options") or {}
+    for name, row in (saved.get("rows") or {}).items():
+        if "error" not in row and saved_options.get(name, {}) == method_options.get(name, {}):
+            log.append({"method": name, "row": row}, key=_row_key(name, method_options.get(name, {})))
+
+
 def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_records: Sequence[dict] | None = None,
                    methods: Sequence = TABLE_METHODS, method_options: dict | None = None,
                    general: Callable | None = None, general_instances: int = 1, max_new_tokens: int = 64,
@@ -661,8 +703,12 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
     in ``train_seconds``), ``peak_memory_mb`` (:class:`PeakMemory` around the whole evaluation), the method's
     options and the per-instance responses and labels. A method that cannot be built (its module is missing)
     becomes a row with ``"error"`` and the table goes on. With ``out`` the table is written after every
-    method and, with ``resume``, methods already in ``out`` (same settings) are not run again. The base
-    model's weights are checked after every method: a method that changed them raises ``RuntimeError``.
+    method, and every finished row is appended to the :class:`helpers.io.RunLog` next to it
+    (:func:`table_log_path`), keyed by the method and its options under a hash of the table's settings
+    (records, judges, token limits, general metrics, training data, seed, model, scale); with ``resume``,
+    rows already logged for the same settings are not run again (a table written before the log existed is
+    adopted when its settings are the same). The base model's weights are checked after every method: a
+    method that changed them raises ``RuntimeError``.
     ``also_judge``: a second judge; each row keeps ``by_judge`` (DS/DG by each judge) and ``judge_info``.
     """
     from .harness import evaluate_safeedit, get_method
@@ -680,19 +726,22 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
                 "n_train_records": len(train_records or []), "scale": get_scale(), "hardware": hardware(),
                 **(settings or {})}
     table = {"settings": settings, "rows": {}}
-    if out is not None and resume and Path(out).exists():
-        import json
+    log = None
+    if out is not None:
+        from .io import RunLog
 
-        saved = json.loads(Path(out).read_text())
-        same = ("record_ids", "judge", "second_judge", "max_new_tokens", "max_input_tokens")
-        if all(saved.get("settings", {}).get(k) == settings[k] for k in same):
-            table["rows"] = {k: v for k, v in saved.get("rows", {}).items() if "error" not in v}
+        log = RunLog.open(table_log_path(out), _table_run_settings(settings, general_instances, records))
+        if resume:
+            _adopt_legacy_rows(log, out, settings, method_options)
+            for key, logged in log.done().items():  # rows of this run, with the options asked for now
+                if key == _row_key(logged["method"], method_options.get(logged["method"], {})):
+                    table["rows"][logged["method"]] = logged["row"]
     base_checksum = parameter_checksum(model)
     for entry in methods:
         name = entry if isinstance(entry, str) else entry.name
         if name in table["rows"]:
             if progress:
-                print(f"{name}: already in {out}, skipped")
+                print(f"{name}: already in {log.path if log else out}, skipped")
             continue
         try:
             method = get_method(name, **method_options.get(name, {})) if isinstance(entry, str) else entry
@@ -727,6 +776,9 @@ def run_main_table(model, tokenizer, records: Sequence[dict], judge, *, train_re
             "instances": result["instances"],
         }
         del method
+        if log is not None:
+            log.append({"method": name, "row": table["rows"][name]},
+                       key=_row_key(name, method_options.get(name, {}) if isinstance(entry, str) else {}))
         if out is not None:
             atomic_write_json(out, table)
     if out is not None:
@@ -864,14 +916,59 @@ def _child_argv(args, method: str) -> list[str]:
     return argv
 
 
+def _check_table_args(args, methods: list[str]):
+    """Every argument of ``safeedit-table``, checked before any model loads and before anything is written:
+    ``(records, train_records, judge, second_judge, general, method_options)``."""
+    import json
+
+    from .cli import at_least, check_model_name, check_output_file, require_records
+    from .data import load_safeedit
+    from .harness import METHODS, general_from_spec, get_method, judges_from_args, parse_general_limit
+
+    at_least(args, 1, "limit", "train_limit", "batch_size", "max_new_tokens", "max_input_tokens")
+    if not methods:
+        raise SystemExit(f"--methods {args.methods!r}: no method named; choose from {', '.join(TABLE_METHODS)}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"--methods {','.join(unknown)}: unknown method; choose from {', '.join(sorted(METHODS))}")
+    general = general_from_spec(args.general, parse_general_limit(args.general_limit))
+    try:
+        method_options = json.loads(args.method_options)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--method-options is not valid JSON: {err}") from err
+    if not isinstance(method_options, dict) or not all(isinstance(v, dict) for v in method_options.values()):
+        raise SystemExit("--method-options must be a JSON object of objects: {\"method\": {\"option\": value}}")
+    unknown = [m for m in method_options if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"--method-options names {', '.join(map(repr, unknown))}: unknown method; choose from "
+                         f"{', '.join(sorted(METHODS))}")
+    for name in methods:  # constructing a method is cheap and checks its options
+        try:
+            get_method(name, **method_options.get(name, {}))
+        except TypeError as err:
+            raise SystemExit(f"--method-options for method {name!r}: {err}") from err
+        except ValueError:
+            pass  # a method whose module is missing becomes a row that says so
+    check_output_file(args.out)
+    check_model_name(args.model)
+    records = require_records(load_safeedit(args.data, split=args.split, limit=args.limit), args.data)
+    train_records = require_records(load_train_records(args.train_data, limit=args.train_limit), args.train_data,
+                                    "training records (--train-data)")
+    judge, second_judge = judges_from_args(args, records, source=str(args.data))
+    return records, train_records, judge, second_judge, general, method_options
+
+
 def main_safeedit_table(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.no_isolate and len(methods) > 1:
+        _check_table_args(args, methods)  # refuse bad input here, not in the first child
         import subprocess
         import sys
 
-        if args.no_resume and Path(args.out).exists():
-            Path(args.out).unlink()
+        if args.no_resume:  # start over: the children resume from nothing
+            for path in (Path(args.out), table_log_path(args.out)):
+                if path.exists():
+                    path.unlink()
         for method in methods:
             print(f"=== {method} (own process)", flush=True)
             code = subprocess.call([sys.executable, "-m", "helpers", *_child_argv(args, method)])
@@ -899,25 +996,13 @@ def _write_markdown(out) -> int:
 
 
 def _run_table(args, methods) -> int:
-    from .data import load_safeedit
-    from .harness import default_max_new_tokens, general_from_spec, judges_from_args, parse_general_limit
+    from .harness import default_max_new_tokens
     from .models import load_model
 
-    general = general_from_spec(args.general, parse_general_limit(args.general_limit))
     set_seed(args.seed)
-    records = load_safeedit(args.data, split=args.split, limit=args.limit)
-    train_records = load_train_records(args.train_data, limit=args.train_limit)
-    judge, second_judge = judges_from_args(args, records, source=str(args.data))
+    records, train_records, judge, second_judge, general, method_options = _check_table_args(args, methods)
     if args.max_new_tokens is None:
         args.max_new_tokens = default_max_new_tokens()
-    import json
-
-    try:
-        method_options = json.loads(args.method_options)
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"--method-options is not valid JSON: {err}") from err
-    if not isinstance(method_options, dict) or not all(isinstance(v, dict) for v in method_options.values()):
-        raise SystemExit("--method-options must be a JSON object of objects: {\"method\": {\"option\": value}}")
     model, tokenizer = load_model(args.model)
     table = run_main_table(model, tokenizer, records, judge, train_records=train_records, methods=methods,
                            method_options=method_options, general=general, max_new_tokens=args.max_new_tokens,

@@ -265,7 +265,11 @@ class ClassificationTask(Task):
 
     def sample_seeds(self, records: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
         """A seeded, label-stratified sample of ``n`` records (every label gets ⌊n/L⌋ or one more while it has
-        records), so a 12-example seed set of TREC still sees every question type."""
+        records), so a 12-example seed set of TREC still sees every question type. More seeds than records is
+        an error (never silently fewer)."""
+        if n > len(records):
+            raise ValueError(f"seed size {n} (--seed-size) is more than the {len(records)} records of the "
+                             f"{self.name} training split that can be seeds")
         rng = random.Random(f"{self.name}:{seed}")
         by_label: dict[str, list[dict]] = {label: [] for label in self.labels}
         for record in records:
@@ -530,16 +534,17 @@ def compare_methods(dataset: str, *, out_dir, seed_size: int, iterations: int, t
     * **eda** — :func:`helpers.eda.augment` adds ``budget`` EDA variants of the seeds.
 
     Every student starts from the same base model with the same training settings and seed; the augmented
-    ones train on ``seed_size + budget`` examples. Each finished method is saved under ``out_dir`` and reused
-    by a rerun. ``student``: an already loaded ``(model, tokenizer)`` (never modified); ``teacher``: a
-    :class:`~helpers.teacher.Teacher` or a name (default: the task's offline stand-in).
+    ones train on ``seed_size + budget`` examples. Each finished method is saved under ``out_dir`` and logged
+    to ``out_dir/comparison_log.jsonl`` (a :class:`helpers.io.RunLog` hashed over all these settings); a rerun
+    with the same settings reuses it, a rerun with other settings computes it again. ``student``: an already
+    loaded ``(model, tokenizer)`` (never modified); ``teacher``: a :class:`~helpers.teacher.Teacher` or a name
+    (default: the task's offline stand-in).
     """
-    import json
     from pathlib import Path
 
     from .auggpt import auggpt
     from .eda import augment
-    from .io import atomic_write_json, read_jsonl, write_jsonl
+    from .io import RunLog, atomic_write_json, read_jsonl, write_jsonl
     from .llm2llm import run_llm2llm
     from .models import load_model
     from .student import finetune
@@ -552,6 +557,12 @@ def compare_methods(dataset: str, *, out_dir, seed_size: int, iterations: int, t
     base_model, tokenizer = student
     teacher = teacher or task.default_teacher
     run_dir = out_dir / "llm2llm"
+    log = RunLog.open(out_dir / "comparison_log.jsonl", {
+        "dataset": dataset, "seed_size": seed_size, "iterations": iterations, "test_size": test_size,
+        "teacher": teacher if isinstance(teacher, str) else getattr(teacher, "name", type(teacher).__name__),
+        "student": getattr(base_model, "name_or_path_for_course", None), "epochs": epochs, "lr": lr,
+        "batch_size": batch_size, "max_length": max_length, "train_layers": train_layers, "per_wrong": per_wrong,
+        "evaluate_on": evaluate_on, "teacher_max_new_tokens": teacher_max_new_tokens, "seed": seed})
     summary = run_llm2llm(task, teacher, seed_size=seed_size, iterations=iterations, out_dir=run_dir,
                           per_wrong=per_wrong, test_size=test_size, student=student, epochs=epochs, lr=lr,
                           batch_size=batch_size, max_length=max_length, train_layers=train_layers,
@@ -567,8 +578,8 @@ def compare_methods(dataset: str, *, out_dir, seed_size: int, iterations: int, t
 
     def train_and_test(method: str, examples: list[dict]) -> dict:
         path = out_dir / method / "result.json"
-        if path.exists():
-            return json.loads(path.read_text(encoding="utf-8"))
+        if method in log:
+            return log.get(method)["result"]
         write_jsonl(out_dir / method / "train.jsonl", examples)
         model = finetune(base_model, [{"prompt": task.prompt(r), "response": task.target(r)} for r in examples],
                          tokenizer=tokenizer, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
@@ -580,6 +591,7 @@ def compare_methods(dataset: str, *, out_dir, seed_size: int, iterations: int, t
         result = {"train_size": len(examples), "added": len(examples) - len(seeds),
                   "test_accuracy": correct / max(1, len(test)), "test_correct": correct}
         atomic_write_json(path, result)
+        log.append({"result": result}, key=method)
         return result
 
     methods = {
@@ -590,7 +602,7 @@ def compare_methods(dataset: str, *, out_dir, seed_size: int, iterations: int, t
                     "per_iteration": [e["test_accuracy"] for e in entries]},
     }
     aug_path = out_dir / "auggpt" / "examples.jsonl"
-    if aug_path.exists():
+    if aug_path.exists() and "auggpt examples" in log:
         rephrased = list(read_jsonl(aug_path))
     else:
         teacher_obj.log_path = out_dir / "auggpt" / "teacher_log.jsonl"
@@ -599,6 +611,7 @@ def compare_methods(dataset: str, *, out_dir, seed_size: int, iterations: int, t
         write_jsonl(out_dir / "auggpt" / "rejected.jsonl", result["rejected"])
         rephrased = result["examples"]
         write_jsonl(aug_path, rephrased)
+        log.append({"n": len(rephrased)}, key="auggpt examples")
     methods["auggpt"] = train_and_test("auggpt", seeds + rephrased)
     methods["eda"] = train_and_test("eda", seeds + augment(seeds, budget, seed=seed, key=task.key))
     comparison = {"dataset": dataset, "seed_size": len(seeds), "iterations": iterations, "budget": budget,

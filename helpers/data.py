@@ -75,7 +75,12 @@ def _check_split(split: str, allowed: tuple[str, ...], what: str) -> None:
 
 
 def _limit(records: list[dict], limit: int | None) -> list[dict]:
-    return records if limit is None else records[:limit]
+    """The first ``limit`` records (``None``: all); a limit below 1 is an error, never "all but one"."""
+    if limit is None:
+        return records
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a whole number ≥ 1 (or None for all records), got {limit!r}")
+    return records[:limit]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -566,8 +566,10 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
 
     Edit inputs and evaluation inputs both keep their last ``max_prompt_tokens`` tokens.
 
-    Each finished config is appended to the JSONL ``log_path`` (with every response, so the rows can be
-    re-judged later by :func:`rejudge`) and skipped when the sweep runs again (resumable). ``general``:
+    Each finished config is appended to the :class:`helpers.io.RunLog` at ``log_path`` (with every response, so
+    the rows can be re-judged later by :func:`rejudge`) and skipped when the sweep runs again with the same
+    model, records, token limits, judges and general metrics (the log's settings hash; rows of other settings
+    stay in the file but are never reused). ``general``:
     general-performance metrics (``"kqa"``, ``"csum"``) measured after the first edit (vanilla: once), on
     ``general_limit`` items (see :func:`helpers.metrics.general_performance`). ``vanilla=False`` skips the
     two vanilla rows (e.g. when another process of the same sweep runs them).
@@ -578,10 +580,19 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
     from tqdm.auto import tqdm
 
     from .harness import VanillaMethod, evaluate_safeedit, general_from_spec
-    from .io import append_jsonl, read_jsonl
+    from .io import RunLog, settings_hash
 
-    log_path = Path(log_path)
-    done = {row["key"] for row in read_jsonl(log_path)} if log_path.exists() else set()
+    def name_of(j):
+        return None if j is None else j if isinstance(j, str) else getattr(j, "name", type(j).__name__)
+
+    general = [g for g in (general.split(",") if isinstance(general, str) else general) if g.strip()]
+    log = RunLog.open(Path(log_path), {
+        "model": getattr(model, "name_or_path_for_course", None) or getattr(getattr(model, "config", None),
+                                                                            "_name_or_path", ""),
+        "records": settings_hash(list(records)), "max_new_tokens": max_new_tokens,
+        "max_prompt_tokens": max_prompt_tokens, "judge": name_of(judge), "second_judge": name_of(also_judge),
+        "general": sorted(g.strip().lower() for g in general if g.strip()), "general_limit": general_limit})
+    done = log.done()
     ids = ",".join(str(r.get("id")) for r in records)
 
     def job_key(method_name: str, config: dict) -> str:
@@ -606,16 +617,14 @@ def run_sweep(model, tokenizer, records: Sequence[dict], judge, configs: Sequenc
                                    also_judge=also_judge, allow_judge_overlap=allow_judge_overlap)
         keep = ("id", "responses", "labels", "toxic_layer", "loss", "nll", "kl", "nll_after", "kl_after",
                 "delta_norm", "edit_seconds")
-        row = {"key": key, "method": method_name, "config": config, "judge": result["judge"],
+        row = {"method": method_name, "config": config, "judge": result["judge"],
                "aggregate": result["aggregate"], "by_judge": result["by_judge"],
                "judges_info": result["judges_info"], "max_new_tokens": max_new_tokens,
                "max_prompt_tokens": max_prompt_tokens, "seconds": time.perf_counter() - t0,
                "mean_edit_seconds": result["timings"].get("mean_edit_seconds"),
                "instances": [{k: inst[k] for k in keep if k in inst} for inst in result["instances"]]}
-        append_jsonl(log_path, row)
-        done.add(key)
-    wanted = {job_key(m, c) for m, c in jobs}
-    return [row for row in read_jsonl(log_path) if row["key"] in wanted]
+        done[key] = log.append(row, key=key)
+    return [done[k] for k in dict.fromkeys(job_key(m, c) for m, c in jobs) if k in done]
 
 
 def rejudge(rows: Sequence[dict], judge) -> list[dict]:
@@ -641,18 +650,18 @@ def rejudge(rows: Sequence[dict], judge) -> list[dict]:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    import argparse
     import json
     import sys
 
+    from .cli import ArgumentParser, at_least, check_model_name, check_output_file, require_records
     from .config import results_dir, set_seed
     from .data import load_safeedit
-    from .harness import add_judge_arguments, judges_from_args, parse_general_limit
+    from .harness import add_judge_arguments, general_from_spec, judges_from_args, parse_general_limit
     from .io import atomic_write_json
     from .models import load_model
     from .results import hardware
 
-    parser = argparse.ArgumentParser(prog="python -m helpers.dinm", description="DINM hyper-parameter sweep")
+    parser = ArgumentParser(prog="python -m helpers.dinm", description="DINM hyper-parameter sweep")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sweep", help="one-factor-at-a-time sweep of steps, lr, KL weight, suffix, KL gradient")
     p.add_argument("--data", default="built")
@@ -675,21 +684,26 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     args = parser.parse_args(argv)
+    # every argument is checked before any model loads and before anything is written
+    at_least(args, 1, "limit", "max_new_tokens", "max_prompt_tokens", "threads")
+    general_limit = parse_general_limit(args.general_limit)
+    general_from_spec(args.general, general_limit)  # unknown metric names are refused here
+    configs = sweep_configs(args.grid) + [parse_sweep_config(text) for text in args.config]
+    if not configs and args.no_vanilla:
+        raise SystemExit("nothing to run: --grid none, no --config and --no-vanilla")
+    for flag, path in (("--log", args.log), ("--out", args.out)):
+        if path is not None:
+            check_output_file(path, flag)
+    check_model_name(args.model)
+    set_seed(args.seed)
+    records = require_records(load_safeedit(args.data, split=args.split, limit=args.limit), args.data)
+    judge, second_judge = judges_from_args(args, records, source=str(args.data))
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-
-
-    general_limit = parse_general_limit(args.general_limit)
-    configs = sweep_configs(args.grid) + [parse_sweep_config(text) for text in args.config]
-    if not configs and args.no_vanilla:
-        raise SystemExit("nothing to run: --grid none, no --config and --no-vanilla")
-    set_seed(args.seed)
-    records = load_safeedit(args.data, split=args.split, limit=args.limit)
-    judge, second_judge = judges_from_args(args, records, source=str(args.data))
-    model, tokenizer = load_model(args.model)
     log = args.log or results_dir() / "dinm_sweep.jsonl"
+    model, tokenizer = load_model(args.model)
     rows = run_sweep(model, tokenizer, records, judge, configs, log_path=log,
                      max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                      general=[g for g in args.general.split(",") if g.strip()], general_limit=general_limit,
@@ -710,5 +724,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def main_sweep(argv: Sequence[str] | None = None) -> int:
+    """``python -m helpers.dinm …`` with bad input as one line ``error: …`` and exit status 2."""
+    from .cli import run_guarded
+
+    return run_guarded(_main, argv)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(_main())
+    raise SystemExit(main_sweep())

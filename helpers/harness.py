@@ -84,6 +84,15 @@ def get_method(name: str, **options) -> Method:
     return getattr(module, attr)(**options)
 
 
+def _method_class(name: str):
+    """The class registered for ``name`` (``None`` when its module is missing)."""
+    module_name, attr = METHODS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except ModuleNotFoundError:
+        return None
+
+
 def record_inputs(record: dict, source: str = "<records>") -> dict[str, str]:
     """The five evaluation inputs of a record, keyed by metric; a clear error if one is missing or empty."""
     inputs = {}
@@ -253,8 +262,9 @@ def evaluate_safeedit(
         if general is not None:
             general_results.append(_call_general(general, model, tokenizer, records, method))
     else:
-        logged = _read_instance_log(log_path, model, method, records, max_new_tokens, max_input_tokens,
-                                    general_instances)
+        log = _instance_log(log_path, model, method, max_new_tokens, max_input_tokens, general_instances)
+        logged = {} if log is None else _logged_instances(log, model, method, records, max_new_tokens,
+                                                          max_input_tokens, general_instances)
         for i, (record, inp) in enumerate(tqdm(list(zip(records, inputs)), desc=f"{method.name}: editing",
                                                disable=not progress)):
             row = logged.get(str(record["id"]))
@@ -282,15 +292,13 @@ def evaluate_safeedit(
             instances[i]["responses"] = dict(zip(keys, replies))
             instances[i].update(info)
             instances[i]["edit_seconds"] = edit_seconds
-            if log_path is not None:
-                from .io import append_jsonl
-
-                append_jsonl(log_path, {"key": _instance_log_key(model, method, record, max_new_tokens,
-                                                                 max_input_tokens, general_instances),
-                                        "id": str(record["id"]),
-                                        "instance": {k: v for k, v in instances[i].items() if k != "labels"},
-                                        "general": general_results[-1] if general is not None
-                                        and i < general_instances else None})
+            if log is not None:
+                log.append({"id": str(record["id"]),
+                            "instance": {k: v for k, v in instances[i].items() if k != "labels"},
+                            "general": general_results[-1] if general is not None and i < general_instances
+                            else None},
+                           key=_instance_log_key(model, method, record, max_new_tokens, max_input_tokens,
+                                                 general_instances))
     timings["generation_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -329,30 +337,46 @@ def evaluate_safeedit(
     }
 
 
+def _instance_log_settings(model, method: Method, max_new_tokens: int, max_input_tokens,
+                           general_instances: int) -> dict:
+    """What a logged record must have been evaluated with to be reused: model, method options, generation
+    settings (the :class:`helpers.io.RunLog` hash of the per-instance log)."""
+    options = method.options() if hasattr(method, "options") else {}
+    model_name = getattr(model, "name_or_path_for_course", None) or getattr(model.config, "_name_or_path", "")
+    return {"model": model_name, "method": method.name, "options": options, "max_new_tokens": max_new_tokens,
+            "max_input_tokens": max_input_tokens, "general_instances": general_instances}
+
+
 def _instance_log_key(model, method: Method, record: dict, max_new_tokens: int, max_input_tokens,
                       general_instances: int) -> str:
-    """What a logged record must match to be reused: model, method options, generation settings, the record."""
+    """A logged record's key: a hash of the settings and the record itself (an edited record is redone);
+    computed as before the run hash existed, so older logs still resume."""
     import hashlib
     import json
 
-    options = method.options() if hasattr(method, "options") else {}
-    model_name = getattr(model, "name_or_path_for_course", None) or getattr(model.config, "_name_or_path", "")
-    text = json.dumps({"model": model_name, "method": method.name, "options": options,
-                       "max_new_tokens": max_new_tokens, "max_input_tokens": max_input_tokens,
-                       "general_instances": general_instances, "record": record}, sort_keys=True, default=str)
+    text = json.dumps({**_instance_log_settings(model, method, max_new_tokens, max_input_tokens, general_instances),
+                       "record": record}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _read_instance_log(log_path, model, method: Method, records: Sequence[dict], max_new_tokens: int,
-                       max_input_tokens, general_instances: int) -> dict[str, dict]:
-    """Rows of the harness log written with the same settings for these records, by record id."""
+def _instance_log(log_path, model, method: Method, max_new_tokens: int, max_input_tokens, general_instances: int):
+    """The per-instance :class:`helpers.io.RunLog` (``None`` without ``log_path``). Records logged before the
+    run hash existed are adopted: their key already hashes the same settings."""
     if log_path is None:
-        return {}
-    from .io import read_jsonl
+        return None
+    from .io import RunLog
 
+    return RunLog.open(log_path, _instance_log_settings(model, method, max_new_tokens, max_input_tokens,
+                                                        general_instances), adopt_unstamped=True)
+
+
+def _logged_instances(log, model, method: Method, records: Sequence[dict], max_new_tokens: int, max_input_tokens,
+                      general_instances: int) -> dict[str, dict]:
+    """Rows of the harness log written with the same settings for these records, by record id."""
+    done = log.done()
     wanted = {_instance_log_key(model, method, r, max_new_tokens, max_input_tokens, general_instances): str(r["id"])
               for r in records}
-    return {wanted[row["key"]]: row for row in read_jsonl(log_path) if row.get("key") in wanted}
+    return {record_id: done[key] for key, record_id in wanted.items() if key in done}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -383,8 +407,9 @@ def add_arguments(parser) -> None:
                         help="a method option, e.g. --option lr=0.005 --option kl_weight=10 for dinm (repeatable; "
                              "values are read as JSON when they parse, else as text)")
     parser.add_argument("--log", default=None,
-                        help="per-instance methods (dinm, mend): append each finished record to this JSONL log and "
-                             "resume from it (default: OUT with .log.jsonl; 'none' to switch off)")
+                        help="per-instance methods (dinm, ft-l, mend): append each finished record to this JSONL log "
+                             "and resume from it (default: OUT with .log.jsonl; 'none' to switch off); refused for "
+                             "the methods that evaluate in one pass")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results.json", help="where to write results.json")
 
@@ -500,31 +525,44 @@ def main(args) -> int:
     import json
     from pathlib import Path
 
+    from .cli import at_least, check_model_name, check_output_file, require_records
     from .config import set_seed
     from .data import load_safeedit
     from .io import atomic_write_json
     from .models import load_model
     from .results import hardware
 
-    if args.general_instances < 1:
-        raise SystemExit(f"--general-instances must be ≥ 1, got {args.general_instances}")
-    general = general_from_spec(args.general, parse_general_limit(args.general_limit))  # checked before loading
+    # every argument is checked before any model loads and before anything is written
+    at_least(args, 1, "general_instances", "limit", "batch_size", "max_new_tokens", "max_input_tokens")
+    general = general_from_spec(args.general, parse_general_limit(args.general_limit))
+    check_output_file(args.out)
+    explicit_log = args.log is not None and args.log.strip().lower() != "none"
     if args.log is None:
         log_path = Path(args.out).with_suffix(".log.jsonl")
     else:
-        log_path = None if args.log.strip().lower() == "none" else Path(args.log)
-    set_seed(args.seed)
-    which = args.data
-    records = load_safeedit(which, split=args.split, limit=args.limit)
-    train_records = None
+        log_path = Path(args.log) if explicit_log else None
     options = parse_method_options(args.option)
+    set_seed(args.seed)
     try:
         method = get_method(args.method, **options)
     except TypeError as err:
         raise SystemExit(f"--option for method {args.method!r}: {err}") from err
+    if not method.per_instance:
+        if explicit_log:  # honoured for the methods that resume record by record, refused for the others
+            per_instance = sorted(n for n in METHODS if getattr(_method_class(n), "per_instance", False))
+            raise SystemExit(f"--log {args.log}: method {args.method!r} evaluates all records in one pass, so it "
+                             f"has no per-record log to resume from; --log applies to {', '.join(per_instance)}")
+        log_path = None
+    if log_path is not None:
+        check_output_file(log_path, "--log")
+    check_model_name(args.model)
+    which = args.data
+    records = require_records(load_safeedit(which, split=args.split, limit=args.limit), which)
+    train_records = None
     if type(method).prepare is not Method.prepare:
         train_source = args.train_data or "built"
-        train_records = load_safeedit(train_source, split="train")
+        train_records = require_records(load_safeedit(train_source, split="train"), train_source,
+                                        "training records (--train-data)")
     judge, second_judge = judges_from_args(args, records, source=str(which))
     if args.max_new_tokens is None:
         args.max_new_tokens = default_max_new_tokens()

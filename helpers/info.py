@@ -32,6 +32,10 @@ def collect() -> dict:
         data = display_path(folder) if folder else "not set (loaders use the Hugging Face hub)"
     except FileNotFoundError as err:
         data = f"invalid: {err}"
+    try:
+        scale = get_scale()
+    except ValueError as err:  # info must work to diagnose exactly this
+        scale = f"invalid: {err}"
     device = pick_device()
     extra = ""
     if device == "cuda":
@@ -43,7 +47,7 @@ def collect() -> dict:
         "platform": platform.platform(),
         "packages": versions,
         "device": device + extra,
-        "scale": get_scale(),
+        "scale": scale,
         "data_dir": data,
         "cache_dir": display_path(cache_dir()),
         "results_dir": display_path(results_dir()),

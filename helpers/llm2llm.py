@@ -36,7 +36,6 @@ import os
 import random
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -223,10 +222,12 @@ def _cut_after_final(answer: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------
-#: Settings that must match when a run is resumed (``iterations`` may grow).
+#: Settings that must match when a run is resumed (``iterations`` may grow): the run hash of the folder's
+#: :class:`helpers.io.RunLog` (``OUT/run_log.jsonl``).
 RESUME_KEYS = ("task", "seed_size", "seed", "per_wrong", "test_size", "student", "teacher", "epochs", "lr",
                "batch_size", "lora", "train_layers", "continue_training", "evaluate_on", "max_length",
-               "teacher_temperature", "dedup_threshold")
+               "teacher_temperature", "dedup_threshold", "max_new_tokens")
+RUN_LOG = "run_log.jsonl"
 
 
 def sample_seeds(task: Task, records: list[dict], seed_size: int, seed: int) -> list[dict]:
@@ -235,13 +236,47 @@ def sample_seeds(task: Task, records: list[dict], seed_size: int, seed: int) -> 
     if callable(custom):
         return [dict(r) for r in custom(records, seed_size, seed)]
     if seed_size > len(records):
-        raise ValueError(f"seed_size {seed_size} is larger than the training split ({len(records)} records)")
+        raise ValueError(f"seed size {seed_size} (--seed-size) is more than the {len(records)} records of the "
+                         f"{task.name} training split that can be seeds")
     indices = sorted(random.Random(seed).sample(range(len(records)), seed_size))
     return [dict(records[i]) for i in indices]
 
 
 def _iteration_dir(out_dir: Path, i: int) -> Path:
     return out_dir / f"iteration_{i:02d}"
+
+
+def _open_run_log(out_dir: Path, config: dict):
+    """The run folder's :class:`helpers.io.RunLog`, hashed over :data:`RESUME_KEYS`; its records are the
+    finished steps (``seeds``, ``zero_shot``, ``iteration_NN``). A folder that holds a run with other settings
+    is refused, naming the first setting that differs. A folder written before the log existed (``config.json``
+    and ``metrics.json`` files only) is adopted when its settings are the same. Nothing is written here unless
+    such a folder is adopted."""
+    from .io import RunLog, read_json
+
+    log = RunLog.open(out_dir / RUN_LOG, {key: config.get(key) for key in RESUME_KEYS})
+    config_path = out_dir / "config.json"
+    previous = read_json(config_path, "run configuration") if config_path.exists() else None
+    if previous is not None and not isinstance(previous, dict):
+        raise ValueError(f"{config_path}: not a run configuration (a JSON object)")
+    if log.other_runs() or (previous is not None and not log.records() and (out_dir / "seed.jsonl").exists()
+                            and any(previous.get(k) != config.get(k) for k in RESUME_KEYS)):
+        for key in RESUME_KEYS:
+            if previous is not None and previous.get(key) != config.get(key):
+                raise ValueError(f"{config_path}: this run used {key}={previous.get(key)!r}, now "
+                                 f"{key}={config.get(key)!r}; use another --out folder or the same settings to resume")
+        raise ValueError(f"{out_dir / RUN_LOG}: this folder holds a run with other settings; use another --out "
+                         "folder or the same settings to resume")
+    if previous is not None and not log.records() and (out_dir / "seed.jsonl").exists():
+        log.append({"n": None, "adopted": True}, key="seeds")  # an older run folder with the same settings
+        if (out_dir / "zero_shot_predictions.jsonl").exists():
+            log.append({"adopted": True}, key="zero_shot")
+        i = 0
+        while (_iteration_dir(out_dir, i) / "metrics.json").exists():
+            log.append(read_json(_iteration_dir(out_dir, i) / "metrics.json", "metrics file"),
+                       key=_iteration_dir(out_dir, i).name)
+            i += 1
+    return log
 
 
 def _read_records(path: Path) -> list[dict]:
@@ -305,8 +340,11 @@ def run_llm2llm(
         raise ValueError(f"evaluate_on must be 'train' or 'seed', got {evaluate_on!r}")
     if seed_size < 1 or iterations < 0 or per_wrong < 1:
         raise ValueError("seed_size and per_wrong must be ≥ 1 and iterations ≥ 0")
+    if test_size is not None and test_size < 1:
+        raise ValueError(f"test_size (--test-size) must be ≥ 1, got {test_size}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: is a file; the run folder (--out) must be a folder")
     teacher_name = teacher.name if isinstance(teacher, Teacher) else (teacher or getattr(task, "default_teacher", None)
                                                                        or "embedded")
     config = {"task": task.name, "seed_size": seed_size, "iterations": iterations, "seed": seed,
@@ -317,27 +355,34 @@ def run_llm2llm(
               "lora": lora, "train_layers": train_layers, "continue_training": continue_training,
               "evaluate_on": evaluate_on, "teacher_temperature": teacher_temperature,
               "dedup_threshold": dedup_threshold, "max_new_tokens": getattr(task, "max_new_tokens", None)}
+    # Everything is checked before anything is written or loaded: the folder's settings, the teacher, the data.
+    from .teacher import check_teacher
+
     config_path = out_dir / "config.json"
-    if config_path.exists():
-        previous = json.loads(config_path.read_text(encoding="utf-8"))
-        for key in RESUME_KEYS:
-            if previous.get(key) != config.get(key):
-                raise ValueError(f"{config_path}: this run used {key}={previous.get(key)!r}, now {key}={config.get(key)!r}; "
-                                 "use another --out folder or the same settings to resume")
-    atomic_write_json(config_path, config)
+    log = _open_run_log(out_dir, config)
+    check_teacher(teacher if isinstance(teacher, Teacher) else teacher_name)
 
     # Data: seeds from train, the first test_size test records; no test question may ever be trained on.
     train_all = task.load("train")
     test_all = task.load("test")
+    for split, rows in (("training", train_all), ("test", test_all)):
+        if not rows:
+            raise ValueError(f"the {task.name} {split} split is empty: nothing to {'train' if split == 'training' else 'test'} on")
     test_keys = {task.key(r) for r in test_all}
     test = test_all if test_size is None else test_all[:test_size]
     seed_path = out_dir / "seed.jsonl"
-    if seed_path.exists():
+    if seed_path.exists() and "seeds" in log:
         seeds = _read_records(seed_path)
+        new_seeds = False
     else:
         candidates = [r for r in train_all if task.key(r) not in test_keys]
         seeds = [dict(r, origin="seed") for r in sample_seeds(task, candidates, seed_size, seed)]
+        new_seeds = True
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(config_path, config)
+    if new_seeds:
         write_jsonl(seed_path, seeds)
+        log.append({"n": len(seeds)}, key="seeds")
 
     # Models: the base student (loaded once, never modified) and the teacher.
     if student is not None:
@@ -369,12 +414,13 @@ def run_llm2llm(
     summary = {"task": task.name, "teacher": teacher_obj.name, "config": config, "iterations": [], "timing": []}
     if zero_shot:
         zs_path = out_dir / "zero_shot_predictions.jsonl"
-        if zs_path.exists():
+        if zs_path.exists() and "zero_shot" in log:
             zs = _read_records(zs_path)
         else:
             set_seed(seed)
             zs = task.predict(base_model, tokenizer, test, batch_size=eval_batch_size, progress=progress)
             write_jsonl(zs_path, zs)
+            log.append({"test_correct": sum(p["correct"] for p in zs), "test_size": len(zs)}, key="zero_shot")
         summary["zero_shot_test_accuracy"] = sum(p["correct"] for p in zs) / max(1, len(zs))
 
     current = seeds
@@ -382,7 +428,7 @@ def run_llm2llm(
     for i in range(iterations + 1):
         folder = _iteration_dir(out_dir, i)
         metrics_path = folder / "metrics.json"
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else None
+        metrics = log.get(folder.name)  # {"summary", "timing", "augmented"} of a finished iteration
         augment = i < iterations
         if metrics is not None and (metrics["augmented"] or not augment):
             current = _read_records(folder / "train.jsonl")
@@ -443,7 +489,9 @@ def run_llm2llm(
             new = []
         if continue_training or save_model:
             _save_model_atomically(model, tokenizer, _student_dir(out_dir, i))
-        atomic_write_json(metrics_path, {"summary": entry, "timing": timing, "augmented": augment})
+        metrics = {"summary": entry, "timing": timing, "augmented": augment}
+        atomic_write_json(metrics_path, metrics)
+        log.append(metrics, key=folder.name)
         if i > 0 and _student_dir(out_dir, i - 1).exists():  # keep only the newest student
             shutil.rmtree(_student_dir(out_dir, i - 1))
         summary["iterations"].append(entry)
@@ -609,9 +657,19 @@ def read_gsm8k_file(path: str | os.PathLike, limit: int | None = None) -> list[d
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file (pass a JSONL of GSM8K records, or 'test')")
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder (pass a JSONL of GSM8K records, or 'test')")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be ≥ 1 (or None for all records), got {limit}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
     if text.lstrip().startswith("["):
-        rows = list(enumerate(json.loads(text), start=1))
+        try:
+            rows = list(enumerate(json.loads(text), start=1))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
     else:
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -686,11 +744,20 @@ def add_arguments_llm2llm(parser: argparse.ArgumentParser) -> None:
 
 
 def main_llm2llm(args: argparse.Namespace) -> int:
+    from .cli import above, at_least, check_model_name, check_output_folder
+
+    # every argument is checked before any model loads and before anything is written (run_llm2llm checks the
+    # run folder's settings, the teacher, the data and the seed size the same way)
+    at_least(args, 1, "seed_size", "test_size", "per_wrong", "batch_size", "max_length", "max_new_tokens",
+             "eval_batch_size", "train_layers")
+    at_least(args, 0, "iterations", "lr", "teacher_temperature")
+    above(args, 0, "epochs")
+    check_output_folder(args.out)
+    check_model_name(args.student, "--student")
     task = get_task(args.dataset)
     if args.max_new_tokens is not None:
         if not hasattr(task, "max_new_tokens"):
-            print(f"error: --max-new-tokens does not apply to {args.dataset}", file=sys.stderr)
-            return 2
+            raise SystemExit(f"--max-new-tokens does not apply to {args.dataset}")
         task.max_new_tokens = args.max_new_tokens
     summary = run_llm2llm(
         task, args.teacher, seed_size=args.seed_size, iterations=args.iterations, out_dir=args.out,
@@ -732,10 +799,14 @@ def add_arguments_gsm8k_eval(parser: argparse.ArgumentParser) -> None:
 
 
 def main_gsm8k_eval(args: argparse.Namespace) -> int:
+    from .cli import at_least, check_model_name, check_output_file, require_records
     from .models import load_model
     from .results import hardware
 
-    records = read_gsm8k_file(args.data, args.limit)
+    at_least(args, 1, "limit", "max_new_tokens", "batch_size")
+    check_output_file(args.out)
+    check_model_name(args.model)
+    records = require_records(read_gsm8k_file(args.data, args.limit), args.data, "GSM8K problems")
     model, tokenizer = load_model(args.model, device=args.device)
     result = evaluate_gsm8k(model, tokenizer, records, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size, progress=not args.no_progress)

@@ -56,7 +56,13 @@ def summarise(rows: list[tuple[str, bool, float, str]]) -> str:
 
 
 def main(args) -> int:
+    from .cli import at_least
+
+    at_least(args, 1, "timeout")
     notebooks = [Path(p) for p in args.notebooks] if args.notebooks else sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for path in notebooks:
+        if not path.is_file():
+            raise SystemExit(f"--notebooks {path}: no such notebook")
     out_dir = results_dir() / "_runs"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []

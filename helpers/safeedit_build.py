@@ -21,8 +21,9 @@ The paper's pipeline, runnable on a CPU with the embedded model as teacher (or w
    ``provenance.json`` (teacher, settings and sources per record) and the dataset card ``README.md`` with a
    seaborn plot.
 
-Every teacher call happens in fixed chunks whose replies are appended to ``build_log.jsonl`` (one line per
-chunk) before anything else uses them; a rerun reuses logged chunks and only generates what is missing, and
+Every teacher call happens in fixed chunks whose replies are appended to ``build_log.jsonl`` (a
+:class:`helpers.io.RunLog`, one line per chunk, keyed by a hash of stage, teacher, settings and prompts) before
+anything else uses them; a rerun reuses logged chunks and only generates what is missing, and
 because chunk boundaries never move, an interrupted and resumed build writes byte-identical files.
 Every raw teacher reply is also logged to ``teacher_log.jsonl``.
 
@@ -47,7 +48,7 @@ from .attacks import ATTACK_FAMILIES, AttackTemplate, load_attack_templates
 from .categories import category_names, get_category, template_refusal
 from .config import resource_path
 from .data import write_safeedit
-from .io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from .io import RunLog, atomic_write_json, atomic_write_text, follow_umask
 from .review import apply_review, load_decisions, propose, usable_refusal
 
 REPO_DATA = resource_path()
@@ -276,26 +277,6 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:20]
 
 
-class BuildLog:
-    """The append-only stage log ``build_log.jsonl``: ``key → entry``; a torn last line is repaired."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        if path.exists():
-            data = path.read_bytes()
-            if data and not data.endswith(b"\n"):  # killed mid-line: drop the partial line before appending
-                atomic_write_text(path, data[: data.rfind(b"\n") + 1].decode("utf-8"))
-        self.entries = {e["key"]: e for e in read_jsonl(path) if isinstance(e, dict) and "key" in e}
-
-    def get(self, key: str):
-        return self.entries.get(key)
-
-    def add(self, entry: dict) -> dict:
-        append_jsonl(self.path, entry)
-        self.entries[entry["key"]] = entry
-        return entry
-
-
 class _LazyTeacher:
     """Creates the teacher on first use, so a fully logged rerun never loads a model."""
 
@@ -341,14 +322,18 @@ class _Builder:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.s = settings
-        self.log = BuildLog(self.out / "build_log.jsonl")
         self.teacher = _LazyTeacher(teacher, self.out / "teacher_log.jsonl", model, tokenizer)
         self.s.teacher = self.teacher.name
+        # every entry's key already hashes its stage, teacher, settings and inputs (content-addressed chunks),
+        # so the run hash only names the log; entries of logs written before it existed are adopted
+        self.log = RunLog.open(self.out / "build_log.jsonl", {"log": "safeedit-build", "version": 1},
+                               adopt_unstamped=True)
         self.hook = hook or (lambda stage, index: None)
         self.progress = progress
         self.review_path = Path(review_path) if review_path else self.out / "review.jsonl"
         self.screen = screen
         self.stats = Counter()
+        self.knowledge: tuple | None = None  # (D_cons pairs, source), loaded before the build starts
 
     # -- resumable teacher calls ---------------------------------------------------------------------
     def complete(self, stage: str, prompts: list[str], *, max_new_tokens: int, temperature: float = 0.0,
@@ -366,8 +351,9 @@ class _Builder:
             entry = self.log.get(key)
             if entry is None:
                 out = self.teacher.get().complete(chunk, tag=f"safeedit-build:{stage}", **settings)
-                entry = self.log.add({"key": key, "stage": stage, "chunk": index, "teacher": self.teacher.name,
-                                      "settings": settings, "prompts": chunk, "replies": out, "time": time.time()})
+                entry = self.log.append({"stage": stage, "chunk": index, "teacher": self.teacher.name,
+                                         "settings": settings, "prompts": chunk, "replies": out,
+                                         "time": time.time()}, key=key)
                 self.stats[f"{stage} chunks generated"] += 1
                 self.hook(stage, index)
             else:
@@ -378,7 +364,7 @@ class _Builder:
     def stage_done(self, stage: str, key: str, summary: dict) -> None:
         """Log a deterministic stage's outcome once (a rerun with the same inputs adds nothing)."""
         if self.log.get(key) is None:
-            self.log.add({"key": key, "stage": stage, **summary})
+            self.log.append({"stage": stage, **summary}, key=key)
         self.hook(stage, -1)
 
     # -- stages ----------------------------------------------------------------------------------------
@@ -480,7 +466,7 @@ class _Builder:
     def records(self, questions: list[dict], kept: list[dict], templates: list[AttackTemplate]) -> dict:
         s = self.s
         split_of_question = stratified_split([q["category"] for q in questions], seed=s.seed, ratios=s.split_ratios)
-        pairs, source = knowledge_pool(s.constrain)
+        pairs, source = self.knowledge or knowledge_pool(s.constrain)
         self.constrain_source = source
         pair_order = list(range(len(pairs)))
         random.Random(f"{s.seed}:constrain").shuffle(pair_order)
@@ -595,8 +581,23 @@ def build_safeedit(out: str | Path, *, per_category: int | None = None, attacks:
     if not 1 <= settings.attacks <= len(templates):
         raise ValueError(f"--attacks must be between 1 and {len(templates)} (the number of templates), "
                          f"got {settings.attacks}")
+    if min(settings.question_tokens, settings.response_tokens) < 1 or settings.question_rounds < 0:
+        raise ValueError("question_tokens and response_tokens must be ≥ 1 and question_rounds ≥ 0")
+    # checked before the teacher is asked anything and before anything is written: the output folder, the
+    # review decisions, the teacher and the D_cons pairs
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; the build's output (--out) must be a folder")
+    load_decisions(Path(review_path) if review_path else out / "review.jsonl")
+    from .teacher import check_teacher
+
+    check_teacher(teacher)
+    knowledge = knowledge_pool(settings.constrain)
+    if not knowledge[0]:
+        raise ValueError(f"knowledge constrain source {knowledge[1]!r} (--constrain) gave no usable pairs")
     start = time.time()
     builder = _Builder(out, settings, teacher, hook, progress, review_path, screen, model, tokenizer)
+    builder.knowledge = knowledge
     result = BuildResult(out=builder.out)
     questions = builder.questions(result)
     candidates = builder.candidates(questions, templates)
@@ -656,6 +657,7 @@ def plot_counts(splits: dict, path: str | Path | None = None):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    follow_umask(fd)  # like every other file written: the mode follows the umask
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
@@ -735,7 +737,10 @@ def dataset_card(result: BuildResult, meta: dict, plot_file: str | None = "count
 # CLI
 # ----------------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
-    sizes = default_sizes()
+    try:
+        sizes = default_sizes()
+    except ValueError:  # a bad HELPERS_SCALE must not break --help; the build itself reports it
+        sizes = default_sizes("small")
     parser.add_argument("--out", required=True, help="output folder (records, logs, card); rerun to resume")
     parser.add_argument("--per-category", type=int, default=None,
                         help=f"questions per category (default {sizes['per_category']} at this scale; paper: 60)")
@@ -758,6 +763,13 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    from .cli import at_least, check_output_file, check_output_folder
+
+    at_least(args, 1, "per_category", "attacks", "chunk_size", "max_new_tokens", "question_tokens")
+    at_least(args, 0, "question_rounds")
+    check_output_folder(args.out)
+    if args.review_file is not None:  # read before the build (a missing file: no decisions yet)
+        check_output_file(args.review_file, "--review-file")
     result = build_safeedit(
         args.out, per_category=args.per_category, attacks=args.attacks, teacher=args.teacher, seed=args.seed,
         response_tokens=args.max_new_tokens, question_tokens=args.question_tokens,

@@ -6,7 +6,9 @@ A *teacher* turns prompts into replies. Backends:
 * :class:`OpenAICompatibleTeacher` — any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, …).
   Base URL and key come from the environment only: ``HELPERS_TEACHER_BASE_URL`` (or ``OPENAI_BASE_URL``,
   default ``https://api.openai.com/v1``) and ``HELPERS_TEACHER_API_KEY`` (or ``OPENAI_API_KEY``).
-  Network errors, HTTP 429 and 5xx are retried with exponential backoff.
+  Network errors, HTTP 429 and 5xx are retried with exponential backoff; an endpoint whose host cannot be
+  reached at all fails at once, within ``connect_timeout`` (10 s), naming the URL
+  (:meth:`OpenAICompatibleTeacher.check_connection`, which the commands call before anything loads).
 * Task-specific offline teachers (e.g. the programmatic GSM8K teacher of chapter 07) subclass
   :class:`Teacher` and are registered in :data:`NAMED_TEACHERS`.
 
@@ -20,8 +22,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import socket
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
@@ -94,14 +99,57 @@ class OpenAICompatibleTeacher(Teacher):
     """A chat-completions endpoint; the key is read from the environment, never from code or files."""
 
     def __init__(self, model: str, *, base_url: str | None = None, log_path=None, max_retries: int = 5,
-                 backoff: float = 1.0, timeout: float = 120.0, concurrency: int = 4):
+                 backoff: float = 1.0, timeout: float = 120.0, concurrency: int = 4, connect_timeout: float = 10.0):
         super().__init__(log_path)
+        if not model.strip():
+            raise TeacherError("openai:MODEL needs a model name after 'openai:' (e.g. openai:gpt-4o-mini)")
         self.name = f"openai:{model}"
         self.model = model
         self.base_url = (base_url or os.environ.get("HELPERS_TEACHER_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
                          or "https://api.openai.com/v1").rstrip("/")
         self.api_key = os.environ.get("HELPERS_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY") or ""
         self.max_retries, self.backoff, self.timeout, self.concurrency = max_retries, backoff, timeout, concurrency
+        self.connect_timeout = connect_timeout
+        self._reachable = False
+
+    def check_connection(self) -> None:
+        """Raise :class:`TeacherError` naming the URL when the endpoint's host (or the proxy in front of it) does
+        not accept a connection within ``connect_timeout`` seconds in all (name lookup included); a reachable
+        endpoint is checked once. Retries are for an endpoint that answered before, not for a wrong URL."""
+        if self._reachable:
+            return
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TeacherError(f"{self.name}: base URL {self.base_url!r} is not an http(s) URL "
+                               "(set HELPERS_TEACHER_BASE_URL, e.g. http://localhost:8000/v1)")
+        try:
+            host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as err:  # a port that is not a number
+            raise TeacherError(f"{self.name}: base URL {self.base_url!r}: {err}") from err
+        proxy = urllib.request.getproxies().get(parts.scheme)
+        if proxy and not urllib.request.proxy_bypass(host):
+            proxy_parts = urllib.parse.urlsplit(proxy if "//" in proxy else f"http://{proxy}")
+            host, port = proxy_parts.hostname or host, proxy_parts.port or 80
+        outcome: dict = {}
+
+        def connect():
+            try:
+                socket.create_connection((host, port), timeout=self.connect_timeout).close()
+                outcome["ok"] = True
+            except OSError as err:
+                outcome["error"] = err
+
+        thread = threading.Thread(target=connect, daemon=True)  # bounds the name lookup too
+        started = time.monotonic()
+        thread.start()
+        thread.join(self.connect_timeout)
+        if not outcome.get("ok"):
+            error = outcome.get("error")
+            why = (f"{type(error).__name__}: {error}" if error is not None
+                   else f"no connection within {time.monotonic() - started:.0f} s")
+            raise TeacherError(f"{self.name}: cannot reach {self.base_url} ({why}); check HELPERS_TEACHER_BASE_URL "
+                               "(or OPENAI_BASE_URL) and the network")
+        self._reachable = True
 
     def _request(self, messages: list[dict], max_new_tokens: int, temperature: float, seed) -> str:
         body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens, "temperature": temperature}
@@ -134,11 +182,35 @@ class OpenAICompatibleTeacher(Teacher):
     def _complete(self, prompts, *, max_new_tokens, temperature, seed, system):
         from .generation import to_messages
 
+        self.check_connection()
+
         def one(prompt):
             return self._request(to_messages(prompt, system), max_new_tokens, temperature, seed)
 
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
             return list(pool.map(one, prompts))
+
+
+def check_teacher(teacher) -> None:
+    """Refuse a teacher that cannot work, before any model loads: a name that is no teacher, model folder or hub
+    id (:class:`helpers.models.ModelNotAvailableError`), or an OpenAI-compatible endpoint that cannot be reached
+    (:class:`TeacherError` within about 10 s). A :class:`Teacher` object is checked when it can be
+    (``check_connection``); loading a local model teacher is left to :func:`get_teacher`."""
+    if isinstance(teacher, Teacher):
+        check = getattr(teacher, "check_connection", None)
+        if callable(check):
+            check()
+        return
+    from .models import EMBEDDED_ALIASES, resolve_model_path
+
+    if teacher is None or teacher in EMBEDDED_ALIASES or teacher in NAMED_TEACHERS:
+        return
+    if not isinstance(teacher, str) or not teacher.strip():
+        raise TeacherError(f"--teacher {teacher!r}: not a teacher name")
+    if teacher.startswith("openai:"):
+        OpenAICompatibleTeacher(teacher.split(":", 1)[1]).check_connection()
+        return
+    resolve_model_path(teacher[3:] if teacher.startswith("hf:") else teacher)
 
 
 def get_teacher(name: str | None = None, *, log_path=None, model=None, tokenizer=None, **options) -> Teacher:

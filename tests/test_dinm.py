@@ -198,3 +198,43 @@ def test_sweep_config_option():
         parse_sweep_config("lr=1")
     with pytest.raises(SystemExit, match="JSON object"):
         parse_sweep_config("[1]")
+
+
+def test_sweep_resumes_from_its_runlog_and_keys_rows_by_settings(tmp_path, monkeypatch, capsys):
+    import json
+
+    import helpers.harness
+    from helpers.dinm import SWEEP_BASE, run_sweep
+
+    calls = []
+
+    def fake_evaluate(method, records, judge, model, tokenizer, **kwargs):
+        calls.append((method.name, getattr(method, "lr", None), getattr(judge, "name", judge)))
+        return {"judge": getattr(judge, "name", judge), "aggregate": {"DS": 50.0}, "by_judge": {}, "judges_info": {},
+                "timings": {}, "instances": [{"id": r["id"], "responses": {}, "labels": {}} for r in records]}
+
+    monkeypatch.setattr(helpers.harness, "evaluate_safeedit", fake_evaluate)
+
+    class Model:
+        name_or_path_for_course = "tiny"
+
+    records = [{"id": 1, "question": "q"}, {"id": 2, "question": "r"}]
+    log = tmp_path / "sweep.jsonl"
+    configs = [dict(SWEEP_BASE), {**SWEEP_BASE, "lr": 5e-3}]
+    rows = run_sweep(Model(), None, records, "keyword", configs, log_path=log, progress=False)
+    assert len(calls) == 4 and [r["method"] for r in rows] == ["vanilla", "vanilla", "dinm", "dinm"]
+    assert rows[0]["key"].startswith("vanilla:suffix=False|records=1,2|tokens=") and rows[0]["run"]
+    # the same sweep again: every row comes from the log
+    assert run_sweep(Model(), None, records, "keyword", configs, log_path=log, progress=False) == rows
+    assert len(calls) == 4
+    # killed half-way through writing a row: the torn line is skipped (with a warning) and the sweep goes on
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write('{"run": "' + rows[0]["run"] + '", "key": "dinm:st')
+    more = run_sweep(Model(), None, records, "keyword", configs + [{**SWEEP_BASE, "steps": 5}], log_path=log,
+                     progress=False)
+    assert len(calls) == 5 and more[:4] == rows and "incomplete" in capsys.readouterr().err
+    assert all(json.loads(line) for line in log.read_text().splitlines())
+    # another judge or other records are other settings: nothing is reused
+    run_sweep(Model(), None, records, "probe", configs[:1], log_path=log, progress=False, vanilla=False)
+    run_sweep(Model(), None, records[:1], "keyword", configs[:1], log_path=log, progress=False, vanilla=False)
+    assert len(calls) == 7 and calls[-2][2] == "probe"

@@ -356,3 +356,46 @@ def test_gsm8k_file_errors_name_file_record_and_field(tmp_path):
     bad.write_text(json.dumps({"question": "ok?", "answer": "no marker"}) + "\n")
     with pytest.raises(ValueError, match="record 1: needs field 'gold'"):
         read_gsm8k_file(bad)
+
+
+def test_run_folder_written_before_the_runlog_resumes(full_run, tiny_student, tmp_path, monkeypatch):
+    import helpers.student
+
+    summary, _, _ = full_run
+    _, model, tokenizer = tiny_student
+    out = tmp_path / "run"
+    run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=2, out_dir=out, student=(model, tokenizer),
+                stop_after=0, **LOOP)
+    assert [r["key"] for r in read_jsonl(out / "run_log.jsonl")] == ["seeds", "iteration_00"]
+    (out / "run_log.jsonl").unlink()  # as an older version left the folder: config.json and metrics.json only
+    trained = []
+    finetune = helpers.student.finetune
+    monkeypatch.setattr(helpers.student, "finetune", lambda *a, **k: trained.append(1) or finetune(*a, **k))
+    resumed = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=2, out_dir=out, student=(model, tokenizer),
+                          **LOOP)
+    assert resumed["iterations"] == summary["iterations"] and len(trained) == 2  # iterations 1 and 2 only
+    with pytest.raises(ValueError, match=r"config\.json: this run used epochs=1, now epochs=2"):
+        run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=2, out_dir=out, student=(model, tokenizer),
+                    **dict(LOOP, epochs=2))
+
+
+def test_seed_size_larger_than_the_pool_writes_nothing(tiny_student, tmp_path):
+    _, model, tokenizer = tiny_student
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"seed size 7 \(--seed-size\) is more than the 6 records"):
+        run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=1, out_dir=out, student=(model, tokenizer),
+                    **dict(LOOP, seed_size=7))
+    assert not out.exists()  # no config.json to refuse the corrected rerun
+    partial = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=1, out_dir=out, student=(model, tokenizer),
+                          stop_after=0, **LOOP)
+    assert partial["iterations"][0]["train_size"] == 4
+
+
+def test_classification_seed_sample_is_never_silently_smaller(shared_data):
+    from helpers.classification import make_task
+
+    task = make_task("trec")
+    records = [{"text": f"what is {i}?", "label": "DESC"} for i in range(5)]
+    assert len(task.sample_seeds(records, 5)) == 5
+    with pytest.raises(ValueError, match=r"seed size 6 \(--seed-size\) is more than the 5 records of the trec"):
+        task.sample_seeds(records, 6)

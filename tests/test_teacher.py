@@ -142,3 +142,55 @@ def test_hf_teacher_is_greedy_deterministic_and_logged(embedded, tmp_path):
     logged = list(read_jsonl(tmp_path / "hf.jsonl"))
     assert len(logged) == 4 and logged[0]["teacher"] == "smollm2-135m-instruct"
     assert logged[0]["settings"]["temperature"] == 0.0
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bound, then closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_endpoint_fails_fast_naming_the_url(monkeypatch):
+    import time
+
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    monkeypatch.setenv("HELPERS_TEACHER_BASE_URL", url)
+    teacher = get_teacher("openai:some-model")  # the default retries and backoff (1 + 2 + 4 + 8 + 16 s)
+    started = time.monotonic()
+    with pytest.raises(TeacherError, match=f"cannot reach {url}"):
+        teacher.complete(["hi"])
+    assert time.monotonic() - started < 5
+
+
+def test_a_host_that_never_answers_fails_within_the_connect_timeout(monkeypatch):
+    import socket
+    import time
+
+    import helpers.teacher
+
+    def hang(address, timeout=None, **kwargs):
+        time.sleep(30)
+
+    monkeypatch.setattr(helpers.teacher.socket, "create_connection", hang)
+    teacher = OpenAICompatibleTeacher("m", base_url="http://10.255.255.1:8000/v1", connect_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(TeacherError, match=r"cannot reach http://10\.255\.255\.1:8000/v1 \(no connection within"):
+        teacher.check_connection()
+    assert time.monotonic() - started < 3
+    assert socket.create_connection is hang
+
+
+def test_check_teacher_refuses_bad_names_before_anything_loads(monkeypatch):
+    from helpers.models import ModelNotAvailableError
+    from helpers.teacher import check_teacher
+
+    check_teacher("programmatic-gsm8k")
+    check_teacher(None)
+    with pytest.raises(ModelNotAvailableError, match="no-such-teacher"):
+        check_teacher("no-such-teacher")
+    with pytest.raises(TeacherError, match="needs a model name"):
+        check_teacher("openai:")
+    with FakeEndpoint([]) as server:
+        check_teacher(OpenAICompatibleTeacher("m", base_url=server.url))
