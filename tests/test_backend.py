@@ -188,6 +188,44 @@ def test_gsm8k_eval_through_a_server(monkeypatch, tmp_path, capsys):
     assert fake.requests[0]["body"]["messages"][-1]["content"].endswith(STUDENT_INSTRUCTION), "the student's prompt"
 
 
+def test_safeedit_eval_through_a_server_for_methods_that_do_not_edit_weights(monkeypatch, tmp_path, capsys):
+    import helpers.models
+    from helpers.self_reminder import SUFFIX, SYSTEM
+
+    monkeypatch.setattr(helpers.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
+    with FakeOpenAIServer(lambda body: "I'm sorry, but I cannot help with that.") as fake:
+        for method in ("vanilla", "self-reminder"):
+            out = tmp_path / f"{method}.json"
+            code = cli_main(["safeedit-eval", "--data", "sample", "--limit", "2", "--method", method,
+                             "--judge", "keyword", "--second-judge", "none", "--max-new-tokens", "21",
+                             "--backend", "openai:tiny", "--backend-url", fake.url, "--concurrency", "3",
+                             "--out", str(out)])
+            assert code == 0, capsys.readouterr().err
+            result = json.loads(out.read_text())
+            assert result["settings"]["model"] == "openai:tiny" and result["n_records"] == 2
+            assert result["settings"]["backend"]["concurrency"] == 3
+            assert all(r == "I'm sorry, but I cannot help with that." for i in result["instances"]
+                       for r in i["responses"].values())
+    vanilla = [r["body"] for r in fake.requests if r["body"]["messages"][0]["role"] == "user"]
+    reminded = [r["body"] for r in fake.requests if r["body"]["messages"][0]["role"] == "system"]
+    assert vanilla and len(vanilla) == len(reminded), "the same inputs, once plain and once with the reminder"
+    assert all(b["messages"][0]["content"] == SYSTEM and b["messages"][1]["content"].endswith(SUFFIX)
+               for b in reminded)
+    assert {b["max_tokens"] for b in vanilla + reminded} == {21}
+
+
+@pytest.mark.parametrize("method", ["dinm", "sft", "mend"])
+def test_safeedit_eval_refuses_a_backend_for_methods_that_edit_weights(method, monkeypatch, capsys, tmp_path):
+    import helpers.models
+
+    monkeypatch.setattr(helpers.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
+    code = cli_main(["safeedit-eval", "--data", "sample", "--limit", "1", "--method", method,
+                     "--backend", "openai:tiny", "--out", str(tmp_path / "r.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"--backend: method '{method}' edits the model's weights" in err and "--method vanilla" in err
+
+
 # ----------------------------------------------------------------------------------------------------
 # Against a real `transformers serve` on localhost (slow: starts a server, generates on the CPU twice)
 # ----------------------------------------------------------------------------------------------------
