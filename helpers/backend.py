@@ -4,7 +4,10 @@ server (``--backend openai:MODEL``: vLLM, SGLang, ``transformers serve``, …).
 A :class:`ServerBackend` stands in for the model wherever :func:`helpers.generation.generate` is called
 (``gsm8k-eval``, ``safeedit-eval --method vanilla|self-reminder``): ``generate(backend, None, prompts, …)``
 sends one request per prompt, ``concurrency`` at a time from a thread pool, and keeps the input order. The
-server batches concurrent requests itself (continuous batching in vLLM and SGLang).
+server batches concurrent requests itself (continuous batching in vLLM and SGLang, and in ``transformers
+serve --continuous-batching``; plain ``transformers serve`` runs one request at a time). A reply may take up
+to ``timeout`` seconds (30 min: a request queued behind others waits for them); one that takes longer is
+not resent, since the server would still be working on it.
 
 **Messages, not rendered prompts.** Each prompt goes to ``/chat/completions`` as the same chat messages that
 in-process generation renders (:func:`helpers.generation.to_messages`: an optional system turn, then the
@@ -67,7 +70,7 @@ class ServerBackend:
     is_server_backend = True  # what helpers.generation.generate looks for
 
     def __init__(self, model: str, *, base_url: str | None = None, concurrency: int = 4,
-                 connect_timeout: float = 10.0, timeout: float = 600.0, max_retries: int = 2, backoff: float = 1.0):
+                 connect_timeout: float = 10.0, timeout: float = 1800.0, max_retries: int = 2, backoff: float = 1.0):
         if int(concurrency) < 1:
             raise ValueError(f"--concurrency must be ≥ 1, got {concurrency}")
         self.model = model
@@ -105,7 +108,8 @@ class ServerBackend:
         self.requests += 1
         return post_json(f"{self.base_url}/{endpoint}", body, api_key=self.api_key, timeout=self.timeout,
                          max_retries=self.max_retries, backoff=self.backoff, error=BackendError,
-                         where=f"{self.name} at {self.base_url}", key_hint="HELPERS_BACKEND_API_KEY")
+                         retry_timeouts=False, where=f"{self.name} at {self.base_url}",
+                         key_hint="HELPERS_BACKEND_API_KEY")
 
     def complete_one(self, prompt, *, max_new_tokens: int = 64, system: str | None = None, do_sample: bool = False,
                      temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,

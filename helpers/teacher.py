@@ -127,11 +127,13 @@ class OpenAICompatibleTeacher(Teacher):
 
 def post_json(url: str, body: dict, *, api_key: str = "", timeout: float = 120.0, max_retries: int = 5,
               backoff: float = 1.0, where: str = "endpoint", key_hint: str = "the API key",
-              error: type[Exception] = TeacherError) -> dict:
+              error: type[Exception] = TeacherError, retry_timeouts: bool = True) -> dict:
     """POST ``body`` as JSON to ``url`` and return the decoded JSON reply: the HTTP client of every
     OpenAI-compatible backend (teachers, :mod:`helpers.backend`). Network errors, HTTP 408/409/429 and 5xx
     are retried with exponential backoff (``backoff · 2^attempt`` seconds); other HTTP errors and replies that
-    are not JSON raise ``error`` at once, its message starting with ``where``."""
+    are not JSON raise ``error`` at once, its message starting with ``where``. ``retry_timeouts=False``: a reply
+    that does not come within ``timeout`` seconds raises at once (a generation server keeps working on a
+    request its client gave up on, so resending it only adds load)."""
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -154,6 +156,10 @@ def post_json(url: str, body: dict, *, api_key: str = "", timeout: float = 120.0
                             + (f": {detail}" if detail else "")) from err
         except json.JSONDecodeError as err:
             raise error(f"{where}: unexpected reply format ({err})") from err
+        except TimeoutError as err:
+            if not retry_timeouts:
+                raise error(f"{where}: no reply within {timeout:g} s") from err
+            last_error = f"{type(err).__name__}: {err}"
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
             last_error = f"{type(err).__name__}: {err}"
         if attempt < max_retries:

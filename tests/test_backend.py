@@ -133,6 +133,15 @@ def test_concurrency_bounds_requests_in_flight(concurrency):
         assert elapsed < 8 * 0.15, "four in flight must beat one at a time"
 
 
+def test_a_slow_reply_is_not_resent():
+    with FakeOpenAIServer(delay=1.5) as fake:
+        backend = ServerBackend("tiny", base_url=fake.url, timeout=0.3)
+        with pytest.raises(BackendError, match="no reply within 0.3 s"):
+            backend.generate(["slow"], progress=False)
+        time.sleep(1.5)
+    assert len(fake.requests) == 1, "the server is still generating it; a resend would only add load"
+
+
 def test_unreachable_server_is_one_clear_error_naming_the_url(monkeypatch, capsys):
     url = f"http://127.0.0.1:{free_port()}/v1"
     backend = ServerBackend("tiny", base_url=url, connect_timeout=2)
@@ -284,7 +293,7 @@ def test_gsm8k_eval_via_transformers_serve_matches_in_process_greedy(embedded, t
         data.write_text("".join(json.dumps(r) + "\n" for r in GSM8K_LIKE))
         out = tmp_path / "served.json"
         assert cli_main(["gsm8k-eval", "--data", str(data), "--limit", "3", "--backend", f"openai:{folder}",
-                         "--backend-url", f"{url}/v1", "--concurrency", "3", "--max-new-tokens", "96",
+                         "--backend-url", f"{url}/v1", "--concurrency", "3", "--max-new-tokens", "32",
                          "--no-progress", "--out", str(out)]) == 0
         served = json.loads(out.read_text())["instances"]
     finally:
@@ -295,7 +304,7 @@ def test_gsm8k_eval_via_transformers_serve_matches_in_process_greedy(embedded, t
             server.kill()
         log.close()
     model, tokenizer = embedded
-    local = evaluate_gsm8k(model, tokenizer, read_gsm8k_file(data, 3), max_new_tokens=96, progress=False)["instances"]
+    local = evaluate_gsm8k(model, tokenizer, read_gsm8k_file(data, 3), max_new_tokens=32, progress=False)["instances"]
     assert len(served) == 3
     assert [s["output"] for s in served] == [x["output"] for x in local], "token-for-token the same greedy replies"
     assert [s["prediction"] for s in served] == [x["prediction"] for x in local]
