@@ -19,6 +19,12 @@ PROBES = [  # (arguments after `python -m helpers`, text the message must name)
     (["safeedit-eval", "--data", "built", "--method", "dinm", "--option", "no_such_option=1"], "no_such_option"),
     (["safeedit-table", "--data", "built", "--methods", "vanilla", "--method-options", "{bad"], "--method-options"),
     (["safeedit-table", "--data", "built", "--methods", "vanilla", "--second-judge", "oracle"], "oracle"),
+    (["safeedit-eval", "--data", "built", "--backend", "vllm:m"], "--backend"),
+    (["safeedit-eval", "--data", "built", "--method", "dinm", "--backend", "openai:m"], "--backend"),
+    (["safeedit-eval", "--data", "built", "--backend", "openai:m", "--backend-url", "http://127.0.0.1:9/v1"],
+     "http://127.0.0.1:9/v1"),
+    (["gsm8k-eval", "--data", "test", "--backend", "openai:m", "--backend-url", "http://127.0.0.1:9/v1"],
+     "http://127.0.0.1:9/v1"),
 ]
 
 
