@@ -95,12 +95,13 @@ def _user_errors() -> tuple:
     """Exceptions that mean bad input (a file, a record, a field or a flag), reported as ``error: …``."""
     import json
 
+    from .backend import BackendError
     from .data import DataNotAvailableError, SafeEditFormatError
     from .judge import JudgeNotAvailableError, JudgeOverlapError
     from .models import ModelNotAvailableError
     from .teacher import TeacherError
 
-    return (DataNotAvailableError, SafeEditFormatError, JudgeOverlapError, JudgeNotAvailableError,
+    return (BackendError, DataNotAvailableError, SafeEditFormatError, JudgeOverlapError, JudgeNotAvailableError,
             ModelNotAvailableError, TeacherError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
             PermissionError, json.JSONDecodeError, UnicodeDecodeError, ValueError)
 

@@ -54,7 +54,14 @@ def generate(
     Inputs longer than ``max_input_tokens`` keep their *last* tokens (where the question usually is).
     Prompts are sorted by length inside the call so batches waste little padding; the output keeps the
     input order.
+
+    ``model`` may be a :class:`helpers.backend.ServerBackend` (``tokenizer`` then unused): the prompts go to
+    its OpenAI-compatible server as chat messages, with the same greedy/sampling settings.
     """
+    if getattr(model, "is_server_backend", False):
+        return model.generate(prompts, max_new_tokens=max_new_tokens, system=system, do_sample=do_sample,
+                              temperature=temperature, top_p=top_p, seed=seed, use_chat_template=use_chat_template,
+                              progress=progress, desc=desc)
     import torch
 
     if isinstance(prompts, (str, dict)):

@@ -11,7 +11,8 @@ them, and aggregates the metrics. A *method* is a :class:`Method`:
   checksum before and after every edit and raises if the model was not restored exactly.
 
 ``python -m helpers safeedit-eval --data FILE --method vanilla --model NAME --limit N --out results.json``
-runs it from the command line.
+runs it from the command line; methods that leave the weights alone (vanilla, self-reminder) can generate
+through an OpenAI-compatible server instead: ``--backend openai:MODEL`` (:mod:`helpers.backend`).
 """
 from __future__ import annotations
 
@@ -146,6 +147,8 @@ def generate_bucketed(model, tokenizer, prompts: Sequence, *, max_new_tokens: in
     prompts = list(prompts)
     if not prompts:
         return []
+    if getattr(model, "is_server_backend", False):  # an OpenAI-compatible server batches by itself
+        return model.generate(prompts, max_new_tokens=max_new_tokens, progress=progress, desc=desc)
     if pad_budget == "auto":
         device = next(model.parameters()).device
         pad_budget = 8 * max_new_tokens if device.type == "cpu" else None
@@ -412,6 +415,27 @@ def add_arguments(parser) -> None:
                              "the methods that evaluate in one pass")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results.json", help="where to write results.json")
+    from .backend import add_backend_arguments
+
+    add_backend_arguments(parser)
+
+
+def edits_weights(method: Method) -> bool:
+    """Whether ``method`` changes the model's weights in this process (trains in :meth:`Method.prepare` or
+    edits per instance): such a method cannot be evaluated through a generation server."""
+    return bool(method.per_instance) or type(method).prepare is not Method.prepare
+
+
+def check_backend_method(backend_spec, method: Method, method_name: str) -> None:
+    """``--backend`` only for methods that leave the weights alone (vanilla, self-reminder); ``SystemExit``
+    otherwise, before anything loads."""
+    from .backend import parse_backend
+
+    if parse_backend(backend_spec) is not None and edits_weights(method):
+        raise SystemExit(f"--backend: method {method_name!r} edits the model's weights in this process, so a "
+                         "generation server cannot evaluate it; --backend works with methods that do not "
+                         "(vanilla, self-reminder). To evaluate a saved SFT/DPO model through a server, serve "
+                         "its folder and run --method vanilla --backend openai:FOLDER")
 
 
 def parse_general_limit(text: str | None) -> dict[str, int] | None:
@@ -526,6 +550,7 @@ def main(args) -> int:
     from pathlib import Path
 
     from .cli import at_least, check_model_name, check_output_file, require_records
+    from .backend import backend_from_args
     from .config import set_seed
     from .data import load_safeedit
     from .io import atomic_write_json
@@ -559,6 +584,11 @@ def main(args) -> int:
     which = args.data
     records = require_records(load_safeedit(which, split=args.split, limit=args.limit), which)
     train_records = None
+    check_backend_method(getattr(args, "backend", None), method, args.method)
+    if getattr(args, "backend", None) and args.model is not None:
+        raise SystemExit("--model and --backend both name a model: with --backend openai:MODEL the server's MODEL "
+                         "is evaluated (leave --model out)")
+    backend = backend_from_args(args)  # flags checked and the server reached before a judge or model loads
     if type(method).prepare is not Method.prepare:
         train_source = args.train_data or "built"
         train_records = require_records(load_safeedit(train_source, split="train"), train_source,
@@ -566,18 +596,24 @@ def main(args) -> int:
     judge, second_judge = judges_from_args(args, records, source=str(which))
     if args.max_new_tokens is None:
         args.max_new_tokens = default_max_new_tokens()
-    model, tokenizer = load_model(args.model)
+    if backend is not None:
+        model, tokenizer = backend, None
+    else:
+        model, tokenizer = load_model(args.model)
     results = evaluate_safeedit(method, records, judge, model, tokenizer, train_records=train_records,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                 max_input_tokens=args.max_input_tokens, general=general,
                                 general_instances=args.general_instances, log_path=log_path, source=str(which),
                                 also_judge=second_judge, allow_judge_overlap=args.allow_judge_overlap)
-    results["settings"] = {"data": which, "model": args.model or "smollm2-135m-instruct", "limit": args.limit,
+    model_name = backend.name if backend is not None else args.model or "smollm2-135m-instruct"
+    results["settings"] = {"data": which, "model": model_name, "limit": args.limit,
                            "max_new_tokens": args.max_new_tokens, "max_input_tokens": args.max_input_tokens,
                            "general": args.general, "general_limit": args.general_limit,
                            "general_instances": args.general_instances, "method_options": options,
-                           "dtype": str(next(model.parameters()).dtype),
+                           "dtype": "the server's" if backend is not None else str(next(model.parameters()).dtype),
                            "hardware": hardware(), "seed": args.seed}
+    if backend is not None:
+        results["settings"]["backend"] = {"base_url": backend.base_url, "concurrency": backend.concurrency}
     atomic_write_json(args.out, results)
     print(json.dumps({"aggregate": results["aggregate"], "by_judge": results["by_judge"]}, indent=2))
     print(f"wrote {args.out}")

@@ -27,6 +27,7 @@ Command line::
 
     python -m helpers llm2llm --dataset gsm8k --seed-size 74 --iterations 3 --test-size 200 --out runs/gsm8k
     python -m helpers gsm8k-eval --data test --limit 100 --out results.json
+    python -m helpers gsm8k-eval --data test --backend openai:MODEL --concurrency 8 --out results.json  # a server
 """
 from __future__ import annotations
 
@@ -796,9 +797,13 @@ def add_arguments_gsm8k_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-progress", action="store_true")
+    from .backend import add_backend_arguments
+
+    add_backend_arguments(parser)
 
 
 def main_gsm8k_eval(args: argparse.Namespace) -> int:
+    from .backend import backend_from_args, parse_backend
     from .cli import at_least, check_model_name, check_output_file, require_records
     from .models import load_model
     from .results import hardware
@@ -806,12 +811,21 @@ def main_gsm8k_eval(args: argparse.Namespace) -> int:
     at_least(args, 1, "limit", "max_new_tokens", "batch_size")
     check_output_file(args.out)
     check_model_name(args.model)
+    if parse_backend(args.backend) is not None and args.model is not None:
+        raise ValueError("--model and --backend both name a model: with --backend openai:MODEL the server's MODEL "
+                         "is evaluated (leave --model out)")
+    backend = backend_from_args(args)  # flags checked and the server reached before anything loads
     records = require_records(read_gsm8k_file(args.data, args.limit), args.data, "GSM8K problems")
-    model, tokenizer = load_model(args.model, device=args.device)
+    if backend is not None:
+        model, tokenizer = backend, None
+    else:
+        model, tokenizer = load_model(args.model, device=args.device)
     result = evaluate_gsm8k(model, tokenizer, records, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size, progress=not args.no_progress)
-    payload = {"model": args.model or "smollm2-135m-instruct", "data": str(args.data), "limit": args.limit,
-               "max_new_tokens": args.max_new_tokens, "hardware": hardware(), **result}
+    payload = {"model": backend.name if backend else args.model or "smollm2-135m-instruct", "data": str(args.data),
+               "limit": args.limit, "max_new_tokens": args.max_new_tokens, "hardware": hardware(), **result}
+    if backend is not None:
+        payload["backend"] = {"base_url": backend.base_url, "concurrency": backend.concurrency}
     atomic_write_json(args.out, payload)
     print(f"accuracy {result['accuracy']:.3f} ({result['correct']}/{result['n']}) → {args.out}")
     return 0

@@ -232,7 +232,8 @@ def general_performance(model, tokenizer, names: Sequence[str] = ("kqa", "csum")
         if _general_name(raw) not in GENERAL_KEYS:
             raise ValueError(f"unknown general-performance metric {raw!r}; choose from {sorted(GENERAL_KEYS)}")
     if batch_size is None:  # 16 prompts per batch on a CPU; a GPU shares each decoding step among many more
-        batch_size = 16 if next(model.parameters()).device.type == "cpu" else 128
+        on_cpu = not getattr(model, "is_server_backend", False) and next(model.parameters()).device.type == "cpu"
+        batch_size = 16 if on_cpu else 128
     out = {}
     for raw in names:
         name = _general_name(raw)

@@ -155,29 +155,13 @@ class OpenAICompatibleTeacher(Teacher):
         body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens, "temperature": temperature}
         if seed is not None:
             body["seed"] = seed
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last_error = None
-        for attempt in range(self.max_retries + 1):
-            request = urllib.request.Request(f"{self.base_url}/chat/completions", data=json.dumps(body).encode(),
-                                             headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    payload = json.loads(response.read().decode("utf-8"))
-                return payload["choices"][0]["message"]["content"] or ""
-            except urllib.error.HTTPError as err:
-                last_error = f"HTTP {err.code}"
-                if err.code not in (408, 409, 429) and err.code < 500:
-                    raise TeacherError(f"{self.name} at {self.base_url}: HTTP {err.code} {err.reason} "
-                                       "(check the model name and HELPERS_TEACHER_API_KEY)") from err
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-                last_error = f"{type(err).__name__}: {err}"
-            except (KeyError, IndexError, json.JSONDecodeError) as err:
-                raise TeacherError(f"{self.name} at {self.base_url}: unexpected reply format ({err})") from err
-            if attempt < self.max_retries:
-                time.sleep(self.backoff * (2 ** attempt))
-        raise TeacherError(f"{self.name} at {self.base_url}: gave up after {self.max_retries + 1} tries ({last_error})")
+        payload = post_json(f"{self.base_url}/chat/completions", body, api_key=self.api_key, timeout=self.timeout,
+                            max_retries=self.max_retries, backoff=self.backoff, where=f"{self.name} at {self.base_url}",
+                            key_hint="HELPERS_TEACHER_API_KEY")
+        try:
+            return payload["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as err:
+            raise TeacherError(f"{self.name} at {self.base_url}: unexpected reply format ({err!r})") from err
 
     def _complete(self, prompts, *, max_new_tokens, temperature, seed, system):
         from .generation import to_messages
@@ -211,6 +195,48 @@ def check_teacher(teacher) -> None:
         OpenAICompatibleTeacher(teacher.split(":", 1)[1]).check_connection()
         return
     resolve_model_path(teacher[3:] if teacher.startswith("hf:") else teacher)
+
+
+def post_json(url: str, body: dict, *, api_key: str = "", timeout: float = 120.0, max_retries: int = 5,
+              backoff: float = 1.0, where: str = "endpoint", key_hint: str = "the API key",
+              error: type[Exception] = TeacherError, retry_timeouts: bool = True) -> dict:
+    """POST ``body`` as JSON to ``url`` and return the decoded JSON reply: the HTTP client of every
+    OpenAI-compatible backend (teachers, :mod:`helpers.backend`). Network errors, HTTP 408/409/429 and 5xx
+    are retried with exponential backoff (``backoff · 2^attempt`` seconds); other HTTP errors and replies that
+    are not JSON raise ``error`` at once, its message starting with ``where``. ``retry_timeouts=False``: a reply
+    that does not come within ``timeout`` seconds raises at once (a generation server keeps working on a
+    request its client gave up on, so resending it only adds load)."""
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    data = json.dumps(body).encode()
+    last_error = None
+    for attempt in range(max_retries + 1):
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as err:
+            last_error = f"HTTP {err.code}"
+            if err.code not in (408, 409, 429) and err.code < 500:
+                detail = ""
+                try:
+                    detail = " ".join(err.read().decode("utf-8", "replace").split())[:300]
+                except Exception:  # noqa: BLE001 - the status line is enough
+                    pass
+                raise error(f"{where}: HTTP {err.code} {err.reason} (check the model name and {key_hint})"
+                            + (f": {detail}" if detail else "")) from err
+        except json.JSONDecodeError as err:
+            raise error(f"{where}: unexpected reply format ({err})") from err
+        except TimeoutError as err:
+            if not retry_timeouts:
+                raise error(f"{where}: no reply within {timeout:g} s") from err
+            last_error = f"{type(err).__name__}: {err}"
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+            last_error = f"{type(err).__name__}: {err}"
+        if attempt < max_retries:
+            time.sleep(backoff * (2 ** attempt))
+    raise error(f"{where}: gave up after {max_retries + 1} tries ({last_error})")
 
 
 def get_teacher(name: str | None = None, *, log_path=None, model=None, tokenizer=None, **options) -> Teacher:

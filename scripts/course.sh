@@ -19,7 +19,7 @@ if ! python -c "import helpers, torch, nbval" 2>/dev/null || [ "${COURSE_REINSTA
   pipq --upgrade pip
   # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build on Linux.
   python -c "import torch" 2>/dev/null || pipq "torch==${COURSE_TORCH_VERSION:-2.13.0}"
-  pipq -e ".[dev]"
+  pipq -e ".[dev,serving]"   # serving: `transformers serve`, for the --backend test against a real server
 fi
 
 # Data: the course's shared data folder when it sits beside the repo; otherwise loaders use the hub.

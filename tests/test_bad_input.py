@@ -151,6 +151,13 @@ PROBES = [
     ("dinm", ["sweep", "--log", "{tmp}"], "--log", {}),
     ("dinm", ["sweep", "--max-new-tokens", "0"], "--max-new-tokens", {}),
     ("dinm", ["sweep", "--model", "./no-such-model"], "no-such-model", {}),
+    # --- --backend (an OpenAI-compatible generation server)
+    ("helpers", ["safeedit-eval", "--data", "built", "--backend", "vllm:m"], "--backend", {}),
+    ("helpers", ["safeedit-eval", "--data", "built", "--method", "dinm", "--backend", "openai:m"], "--backend", {}),
+    ("helpers", ["safeedit-eval", "--data", "built", "--backend", "openai:m", "--backend-url",
+                 "http://127.0.0.1:9/v1"], "http://127.0.0.1:9/v1", {}),
+    ("helpers", ["gsm8k-eval", "--data", "test", "--backend", "openai:m", "--backend-url", "http://127.0.0.1:9/v1",
+                 "--out", "{tmp}/r.json"], "http://127.0.0.1:9/v1", {}),
 ]
 
 
