@@ -11,17 +11,18 @@ import sys
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from local_server import LocalHTTPServer
 
 from helpers.backend import BackendError, ServerBackend, parse_backend
 from helpers.cli import main as cli_main
 from helpers.generation import generate, to_messages
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(LocalHTTPServer):
     """A chat/completions server on 127.0.0.1 in the OpenAI schema. Replies ``reply(body)`` after ``delay``
     seconds and records every request and the most requests it ever had in flight at once."""
 
@@ -62,17 +63,7 @@ class FakeOpenAIServer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def free_port() -> int:

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from local_server import LocalHTTPServer
 
 from helpers.io import read_jsonl
 from helpers.teacher import (NAMED_TEACHERS, HFTeacher, OpenAICompatibleTeacher, Teacher, TeacherError,
                              get_teacher)
 
 
-class FakeEndpoint:
+class FakeEndpoint(LocalHTTPServer):
     """A tiny chat-completions server on 127.0.0.1: replies with a script of (status, body) per request."""
 
     def __init__(self, script):
@@ -37,17 +37,7 @@ class FakeEndpoint:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def reply(text):
