@@ -36,7 +36,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from .teacher import post_json
+from .teacher import post_json, unreachable
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"
 BACKEND_CHOICES = "'openai:MODEL' (an OpenAI-compatible server: vLLM, SGLang, transformers serve)"
@@ -87,7 +87,10 @@ class ServerBackend:
 
     def check(self) -> None:
         """Fail fast (within ``connect_timeout``) with an ``error:`` naming the URL when no server answers."""
-        url = f"{self.base_url}/models"
+        why = unreachable(self.base_url, self.connect_timeout)
+        if why is not None:
+            raise self._no_server(why)
+        url = f"{self.base_url}/models"  # something listens: is it a server that takes our key?
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})
         try:
             with urllib.request.urlopen(request, timeout=self.connect_timeout):
@@ -98,11 +101,13 @@ class ServerBackend:
                                    "set HELPERS_BACKEND_API_KEY") from err
             return  # it answered: some servers have no /models
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise BackendError(
-                f"no OpenAI-compatible server answered at {self.base_url} within {self.connect_timeout:g} s "
-                f"({reason}); start one (e.g. `transformers serve MODEL_FOLDER --port 8000`) or pass --backend-url "
-                "/ set HELPERS_BACKEND_BASE_URL") from err
+            raise self._no_server(getattr(err, "reason", err)) from err
+
+    def _no_server(self, why) -> BackendError:
+        return BackendError(
+            f"no OpenAI-compatible server answered at {self.base_url} within {self.connect_timeout:g} s ({why}); "
+            "start one (e.g. `transformers serve MODEL_FOLDER --port 8000`) or pass --backend-url / set "
+            "HELPERS_BACKEND_BASE_URL")
 
     def _post(self, endpoint: str, body: dict) -> dict:
         self.requests += 1

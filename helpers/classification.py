@@ -35,7 +35,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from .data import CLASSIFICATION_LOADERS, LABELS, DataNotAvailableError
-from .task import Task
+from .task import Task, check_seed_size
 from .teacher import Teacher
 
 # ----------------------------------------------------------------------------------------------------
@@ -267,9 +267,7 @@ class ClassificationTask(Task):
         """A seeded, label-stratified sample of ``n`` records (every label gets ⌊n/L⌋ or one more while it has
         records), so a 12-example seed set of TREC still sees every question type. More seeds than records is
         an error (never silently fewer)."""
-        if n > len(records):
-            raise ValueError(f"seed size {n} (--seed-size) is more than the {len(records)} records of the "
-                             f"{self.name} training split that can be seeds")
+        check_seed_size(self.name, n, len(records))
         rng = random.Random(f"{self.name}:{seed}")
         by_label: dict[str, list[dict]] = {label: [] for label in self.labels}
         for record in records:

@@ -127,14 +127,20 @@ def append_jsonl(path: str | os.PathLike, record: Any) -> None:
     """Append one JSON record to a log, flushed to disk, so an interruption loses at most that line; a torn last
     line left by an earlier interruption is cut first (:func:`repair_tail`), so the new line stands alone."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    if repair_tail(path) is not None:
+    if _append_line(path, record) is not None:
         _warn(f"{path}: cut an incomplete last line (an interrupted write) before appending")
+
+
+def _append_line(path: Path, record: Any) -> bytes | None:
+    """Append ``record`` as one JSON line in a single write, flushed and fsync'ed, after cutting a torn last line
+    (returned, or ``None``): the one crash-safe append behind :func:`append_jsonl` and :meth:`RunLog.append`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = repair_tail(path)
     with open(path, "ab") as handle:
-        handle.write(line)
+        handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
+    return torn
 
 
 def _parse_jsonl(path: Path) -> tuple[list[Any], bool]:
@@ -243,15 +249,9 @@ class RunLog:
         skip = {self.FIELD, "key"} if key is not None else {self.FIELD}
         row = {self.FIELD: self.hash, **({"key": str(key)} if key is not None else {}),
                **{k: v for k, v in record.items() if k not in skip}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_tail(self.path)  # a torn last line goes before the new one is written
+        _append_line(self.path, row)  # a torn last line (already warned about) goes before the new one
         self._torn = False
-        line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
-        with open(self.path, "ab") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-        written = json.loads(line)  # as a later read gives it back (tuples as lists, …)
+        written = json.loads(json.dumps(row, ensure_ascii=False))  # as a later read gives it back (tuples as lists…)
         self._records.append(written)
         self._done[str(written.get("key"))] = written
         return written

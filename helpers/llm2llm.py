@@ -45,7 +45,7 @@ from .arithmetic import ANNOTATION, verify_solution
 from .data import answers_match, extract_prediction, load_gsm8k, normalize_number
 from .io import atomic_write_json, read_jsonl, write_jsonl
 from .gsm8k_teacher import TEACHER_SYSTEM
-from .task import Task, get_task
+from .task import Task, check_seed_size, get_task
 
 # ----------------------------------------------------------------------------------------------------
 # ROUGE-L, for near-duplicate detection
@@ -236,9 +236,7 @@ def sample_seeds(task: Task, records: list[dict], seed_size: int, seed: int) -> 
     custom = getattr(task, "sample_seeds", None)
     if callable(custom):
         return [dict(r) for r in custom(records, seed_size, seed)]
-    if seed_size > len(records):
-        raise ValueError(f"seed size {seed_size} (--seed-size) is more than the {len(records)} records of the "
-                         f"{task.name} training split that can be seeds")
+    check_seed_size(task.name, seed_size, len(records))
     indices = sorted(random.Random(seed).sample(range(len(records)), seed_size))
     return [dict(records[i]) for i in indices]
 

@@ -66,6 +66,13 @@ TASKS: dict[str, str] = {
 }
 
 
+def check_seed_size(task_name: str, seed_size: int, available: int) -> None:
+    """``ValueError`` when more seeds are asked than the training split can give (never silently fewer)."""
+    if seed_size > available:
+        raise ValueError(f"seed size {seed_size} (--seed-size) is more than the {available} records of the "
+                         f"{task_name} training split that can be seeds")
+
+
 def get_task(name: str, **options) -> Task:
     """The task registered under ``name`` (see :data:`TASKS`)."""
     if name not in TASKS:

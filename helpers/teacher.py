@@ -118,35 +118,8 @@ class OpenAICompatibleTeacher(Teacher):
         endpoint is checked once. Retries are for an endpoint that answered before, not for a wrong URL."""
         if self._reachable:
             return
-        parts = urllib.parse.urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TeacherError(f"{self.name}: base URL {self.base_url!r} is not an http(s) URL "
-                               "(set HELPERS_TEACHER_BASE_URL, e.g. http://localhost:8000/v1)")
-        try:
-            host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError as err:  # a port that is not a number
-            raise TeacherError(f"{self.name}: base URL {self.base_url!r}: {err}") from err
-        proxy = urllib.request.getproxies().get(parts.scheme)
-        if proxy and not urllib.request.proxy_bypass(host):
-            proxy_parts = urllib.parse.urlsplit(proxy if "//" in proxy else f"http://{proxy}")
-            host, port = proxy_parts.hostname or host, proxy_parts.port or 80
-        outcome: dict = {}
-
-        def connect():
-            try:
-                socket.create_connection((host, port), timeout=self.connect_timeout).close()
-                outcome["ok"] = True
-            except OSError as err:
-                outcome["error"] = err
-
-        thread = threading.Thread(target=connect, daemon=True)  # bounds the name lookup too
-        started = time.monotonic()
-        thread.start()
-        thread.join(self.connect_timeout)
-        if not outcome.get("ok"):
-            error = outcome.get("error")
-            why = (f"{type(error).__name__}: {error}" if error is not None
-                   else f"no connection within {time.monotonic() - started:.0f} s")
+        why = unreachable(self.base_url, self.connect_timeout)
+        if why is not None:
             raise TeacherError(f"{self.name}: cannot reach {self.base_url} ({why}); check HELPERS_TEACHER_BASE_URL "
                                "(or OPENAI_BASE_URL) and the network")
         self._reachable = True
@@ -173,6 +146,42 @@ class OpenAICompatibleTeacher(Teacher):
 
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
             return list(pool.map(one, prompts))
+
+
+def unreachable(base_url: str, timeout: float = 10.0) -> str | None:
+    """Why nothing accepts a connection for ``base_url`` within ``timeout`` seconds in all (name lookup included,
+    through the proxy the environment names), or ``None`` when something does: the fail-fast check of every
+    OpenAI-compatible client (teachers, :mod:`helpers.backend`), before retries that are for an endpoint that
+    answered before, not for a wrong URL."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s) URL, e.g. http://localhost:8000/v1"
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as err:  # a port that is not a number
+        return str(err)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_parts = urllib.parse.urlsplit(proxy if "//" in proxy else f"http://{proxy}")
+        host, port = proxy_parts.hostname or host, proxy_parts.port or 80
+    outcome: dict = {}
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome["ok"] = True
+        except OSError as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=connect, daemon=True)  # bounds the name lookup too
+    started = time.monotonic()
+    thread.start()
+    thread.join(timeout)
+    if outcome.get("ok"):
+        return None
+    error = outcome.get("error")
+    return f"{type(error).__name__}: {error}" if error is not None else \
+        f"no connection within {time.monotonic() - started:.0f} s"
 
 
 def check_teacher(teacher) -> None:
