@@ -30,6 +30,7 @@ The HTTP client (retries, backoff) is the teacher's, :func:`helpers.teacher.post
 """
 from __future__ import annotations
 
+import copy
 import os
 import urllib.error
 import urllib.request
@@ -84,6 +85,13 @@ class ServerBackend:
 
     def __repr__(self) -> str:
         return f"ServerBackend({self.model!r}, base_url={self.base_url!r}, concurrency={self.concurrency})"
+
+    def with_model(self, model: str) -> "ServerBackend":
+        """The same server and settings, asking for another model (e.g. a student folder by its path)."""
+        other = copy.copy(self)
+        other.model, other.name = model, f"openai:{model}"
+        other.name_or_path_for_course = other.name
+        return other
 
     def check(self) -> None:
         """Fail fast (within ``connect_timeout``) with an ``error:`` naming the URL when no server answers."""
@@ -181,11 +189,11 @@ def backend_from_args(args) -> ServerBackend | None:
     return backend
 
 
-def add_backend_arguments(parser) -> None:
+def add_backend_arguments(parser, help: str | None = None) -> None:
     """``--backend``, ``--backend-url`` and ``--concurrency``, shared by the evaluation commands."""
     parser.add_argument("--backend", default=None, metavar="openai:MODEL",
-                        help="generate through an OpenAI-compatible server (vLLM, SGLang, transformers serve) "
-                             "instead of in-process model.generate (the default)")
+                        help=help or "generate through an OpenAI-compatible server (vLLM, SGLang, transformers "
+                                     "serve) instead of in-process model.generate (the default)")
     parser.add_argument("--backend-url", default=None,
                         help=f"the server's base URL (default: HELPERS_BACKEND_BASE_URL, else {DEFAULT_BASE_URL}); "
                              "API key from HELPERS_BACKEND_API_KEY")

@@ -28,6 +28,7 @@ Command line::
     python -m helpers llm2llm --dataset gsm8k --seed-size 74 --iterations 3 --test-size 200 --out runs/gsm8k
     python -m helpers gsm8k-eval --data test --limit 100 --out results.json
     python -m helpers gsm8k-eval --data test --backend openai:MODEL --concurrency 8 --out results.json  # a server
+    python -m helpers llm2llm --dataset gsm8k … --backend openai:students   # predictions by a server (see run_llm2llm)
 """
 from __future__ import annotations
 
@@ -141,6 +142,7 @@ class GSM8KTask(Task):
 
     name = "gsm8k"
     default_teacher = "programmatic-gsm8k"
+    predicts_by_generation = True  # so its predictions can come from a generation server (--backend)
     teacher_system = TEACHER_SYSTEM
 
     def __init__(self, max_new_tokens: int = 256, keep_annotations: bool = False,
@@ -313,6 +315,7 @@ def run_llm2llm(
     save_model: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    backend=None,
 ) -> dict:
     """Run (or resume) LLM2LLM and return the summary that is also written to ``out_dir/summary.json``.
 
@@ -326,6 +329,11 @@ def run_llm2llm(
     ``(model, tokenizer)`` used as the base (never modified). ``save_model=True`` keeps the newest student
     in ``out_dir/student_NN`` (always kept with ``continue_training``, which resumes from it). ``stop_after=i`` stops once iteration ``i``
     is saved (to test resuming). The remaining knobs go to :func:`helpers.student.finetune`.
+    ``backend``: a :class:`helpers.backend.ServerBackend` whose server generates the students' predictions
+    (GSM8K only). Each student is saved under ``out_dir/.served/`` (a new folder name every time, since a
+    server keeps models loaded by path) and requested by that folder's absolute path, so the server must load
+    models by path on request and see this filesystem: ``transformers serve`` started without a model does;
+    vLLM and SGLang serve one fixed model and do not. Training stays in this process.
     """
     from .config import set_seed
     from .models import EMBEDDED_ALIASES, load_model
@@ -341,6 +349,8 @@ def run_llm2llm(
         raise ValueError("seed_size and per_wrong must be ≥ 1 and iterations ≥ 0")
     if test_size is not None and test_size < 1:
         raise ValueError(f"test_size (--test-size) must be ≥ 1, got {test_size}")
+    if backend is not None:
+        check_backend_task(task, lora)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: is a file; the run folder (--out) must be a folder")
@@ -417,7 +427,9 @@ def run_llm2llm(
             zs = _read_records(zs_path)
         else:
             set_seed(seed)
-            zs = task.predict(base_model, tokenizer, test, batch_size=eval_batch_size, progress=progress)
+            base = _served(backend, base_model, tokenizer, out_dir, "base",
+                           path=_model_path(student_name) if backend is not None and student is None else None)
+            zs = task.predict(base, tokenizer, test, batch_size=eval_batch_size, progress=progress)
             write_jsonl(zs_path, zs)
             log.append({"test_correct": sum(p["correct"] for p in zs), "test_size": len(zs)}, key="zero_shot")
         summary["zero_shot_test_accuracy"] = sum(p["correct"] for p in zs) / max(1, len(zs))
@@ -459,7 +471,8 @@ def run_llm2llm(
             model = train(current, previous=model, i=i)
             timing["train_s"] = round(time.time() - started, 1)
             started = time.time()
-            predictions = task.predict(model, tokenizer, test, batch_size=eval_batch_size, progress=progress)
+            predictor = _served(backend, model, tokenizer, out_dir, f"student_{i:02d}")
+            predictions = task.predict(predictor, tokenizer, test, batch_size=eval_batch_size, progress=progress)
             write_jsonl(folder / "test_predictions.jsonl", predictions)
             timing["test_eval_s"] = round(time.time() - started, 1)
             correct = sum(bool(p["correct"]) for p in predictions)
@@ -475,9 +488,10 @@ def run_llm2llm(
                 model = _load_saved_student(_student_dir(out_dir, i), base_model)
             else:  # retraining from the base model with the same seed gives the same student
                 model = train(current, previous=None, i=i)
+            predictor = _served(backend, model, tokenizer, out_dir, f"student_{i:02d}") if augment else model
 
         if augment:
-            entry, aug_timing = _augment(task, teacher_obj, model, tokenizer, current, test_keys, folder, entry,
+            entry, aug_timing = _augment(task, teacher_obj, predictor, tokenizer, current, test_keys, folder, entry,
                                          per_wrong=per_wrong, evaluate_on=evaluate_on,
                                          temperature=teacher_temperature, max_new_tokens=teacher_max_new_tokens,
                                          dedup_threshold=dedup_threshold, eval_batch_size=eval_batch_size,
@@ -503,6 +517,7 @@ def run_llm2llm(
             model = None
         if stop_after is not None and i >= stop_after:
             break
+    shutil.rmtree(out_dir / ".served", ignore_errors=True)
     return _write_summary(out_dir, summary, iterations, hardware())
 
 
@@ -564,6 +579,38 @@ def _augment(task, teacher, model, tokenizer, current, test_keys, folder, entry,
                  train_accuracy=1 - len(wrong) / max(1, len(evaluated)), teacher_requests=len(prompts),
                  new_examples=len(accepted), rejected=len(rejected))
     return entry, timing
+
+
+def check_backend_task(task: Task, lora: bool = False) -> None:
+    """``ValueError`` unless ``task``'s predictions can come from a generation server (GSM8K, full models)."""
+    if not getattr(task, "predicts_by_generation", False):
+        raise ValueError(f"--backend: the {task.name} task scores its labels in this process (no generation); "
+                         "only gsm8k predicts through a generation server")
+    if lora:
+        raise ValueError("--backend with --lora: the server loads a full model folder per student; drop --lora")
+
+
+def _served(backend, model, tokenizer, out_dir: Path, label: str, path: str | None = None):
+    """What predictions come from: ``model`` in-process, or (with a ``backend``) the server loading ``path``,
+    else a copy of ``model`` saved as ``out_dir/.served/LABEL_<ns>`` (a new name each time: a server keeps
+    models loaded by path). Earlier copies are deleted: the server has loaded them or is done with them."""
+    if backend is None:
+        return model
+    if path is not None:
+        return backend.with_model(path)
+    served = out_dir / ".served"
+    shutil.rmtree(served, ignore_errors=True)
+    target = served / f"{label}_{time.time_ns()}"
+    _save_model_atomically(model, tokenizer, target)
+    return backend.with_model(str(target.resolve()))
+
+
+def _model_path(name: str | None) -> str:
+    """A model name as a server loads it: an absolute folder path, or a hub id."""
+    from .models import resolve_model_path
+
+    path = resolve_model_path(name)
+    return str(Path(path).expanduser().resolve()) if Path(path).expanduser().is_dir() else path
 
 
 def _accepts_desc(task) -> bool:
@@ -740,9 +787,16 @@ def add_arguments_llm2llm(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-progress", action="store_true")
+    from .backend import add_backend_arguments
+
+    add_backend_arguments(parser, help="gsm8k: generate the students' predictions through an OpenAI-compatible "
+                                       "server that loads models by path (transformers serve started without a "
+                                       "model); each student is requested by its saved folder, so MODEL is only a "
+                                       "label (e.g. openai:students)")
 
 
 def main_llm2llm(args: argparse.Namespace) -> int:
+    from .backend import backend_from_args, parse_backend
     from .cli import above, at_least, check_model_name, check_output_folder
 
     # every argument is checked before any model loads and before anything is written (run_llm2llm checks the
@@ -754,6 +808,9 @@ def main_llm2llm(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     check_model_name(args.student, "--student")
     task = get_task(args.dataset)
+    if parse_backend(args.backend) is not None:
+        check_backend_task(task, args.lora)
+    backend = backend_from_args(args)  # flags checked and the server reached before anything trains
     if args.max_new_tokens is not None:
         if not hasattr(task, "max_new_tokens"):
             raise SystemExit(f"--max-new-tokens does not apply to {args.dataset}")
@@ -764,7 +821,8 @@ def main_llm2llm(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, max_length=args.max_length, lora=args.lora, train_layers=args.train_layers,
         continue_training=args.continue_training, evaluate_on=args.evaluate_on,
         teacher_temperature=args.teacher_temperature, eval_batch_size=args.eval_batch_size, seed=args.seed,
-        device=args.device, zero_shot=args.zero_shot, save_model=args.save_model, progress=not args.no_progress)
+        device=args.device, zero_shot=args.zero_shot, save_model=args.save_model, progress=not args.no_progress,
+        backend=backend)
     print(format_summary(summary))
     print(f"written: {Path(args.out) / 'summary.json'}")
     return 0

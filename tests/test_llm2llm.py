@@ -399,3 +399,37 @@ def test_classification_seed_sample_is_never_silently_smaller(shared_data):
     assert len(task.sample_seeds(records, 5)) == 5
     with pytest.raises(ValueError, match=r"seed size 6 \(--seed-size\) is more than the 5 records of the trec"):
         task.sample_seeds(records, 6)
+
+
+def test_students_predict_through_a_server_by_their_saved_folders(tiny_student, tmp_path, shared_data, capsys):
+    """``backend=``: every student (and the base model, zero-shot) is saved under OUT/.served and requested by
+    its folder's path; the replies become the predictions; nothing of .served is left at the end."""
+    from pathlib import Path
+
+    from test_backend import FakeOpenAIServer
+
+    from helpers.backend import ServerBackend
+    from helpers.cli import main
+
+    _, model, tokenizer = tiny_student
+    seen = []
+
+    def reply(body):
+        folder = Path(body["model"])
+        seen.append((folder.parent.name, folder.name.rsplit("_", 1)[0], (folder / "config.json").exists()))
+        return "2 + 2 = 4\n#### 4"
+
+    out = tmp_path / "served_run"
+    with FakeOpenAIServer(reply) as fake:
+        summary = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=1, out_dir=out, zero_shot=True,
+                              student=(model, tokenizer), backend=ServerBackend("students", base_url=fake.url),
+                              **LOOP)
+    assert {s[0] for s in seen} == {".served"} and all(s[2] for s in seen), "absolute folders that exist"
+    labels = [s[1] for s in seen]
+    assert labels == ["base"] * 2 + ["student_00"] * (2 + 4) + ["student_01"] * 2, "zero-shot, test+train, test"
+    predictions = [json.loads(line) for line in (out / "iteration_01" / "test_predictions.jsonl").open()]
+    assert [p["output"] for p in predictions] == ["2 + 2 = 4\n#### 4"] * 2 and predictions[0]["prediction"] == "4"
+    assert summary["complete"] and not (out / ".served").exists()
+    assert main(["llm2llm", "--dataset", "sst2", "--seed-size", "2", "--iterations", "0", "--out", str(tmp_path / "x"),
+                 "--backend", "openai:students"]) == 2
+    assert "only gsm8k predicts through a generation server" in capsys.readouterr().err
