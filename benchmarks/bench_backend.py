@@ -23,11 +23,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from helpers.backend import ServerBackend
-from helpers.data import load_gsm8k
-from helpers.generation import generate
-from helpers.llm2llm import GSM8KTask
-from helpers.models import load_model, prepare_embedded_model
+from helpers.common.backend import ServerBackend
+from helpers.common.generation import generate
+from helpers.common.models import load_model, prepare_embedded_model
+from helpers.llm2llm.gsm8k import GSM8KTask, load_gsm8k
 
 
 def start_transformers_serve(folder: str, device: str, dtype: str, continuous_batching: bool):

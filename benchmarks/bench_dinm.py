@@ -58,7 +58,7 @@ def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, lim
     the edit, all threads)."""
     import torch
 
-    from helpers.dinm import DINMSession
+    from helpers.detox.dinm import DINMSession
 
     sync = torch.cuda.synchronize if next(model.parameters()).is_cuda else (lambda: None)
     sync()
@@ -77,8 +77,8 @@ def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, lim
 def _load(args):
     import torch
 
-    from helpers.data import load_safeedit
-    from helpers.models import load_model
+    from helpers.common.models import load_model
+    from helpers.safeedit.data import load_safeedit
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,7 +96,7 @@ def probe_memory(args) -> dict:
     """(In a fresh process) peak resident memory of one edit with ``args.probe_memory`` = fast|full."""
     import torch
 
-    from helpers.dinm import default_lr
+    from helpers.detox.dinm import default_lr
 
     model, tokenizer, record = _load(args)
     with torch.no_grad():
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     parser.add_argument("--record", type=int, default=0, help="index of the record in --data")
     parser.add_argument("--layers", default=None, help="comma-separated layers (default: the middle layer)")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=None, help="default: helpers.dinm.default_lr(model)")
+    parser.add_argument("--lr", type=float, default=None, help="default: helpers.detox.dinm.default_lr(model)")
     parser.add_argument("--kl-weight", type=float, default=1.0)
     parser.add_argument("--max-prompt-tokens", type=int, default=1024)
     parser.add_argument("--max-target-tokens", type=int, default=256)
@@ -144,9 +144,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from helpers.dinm import build_edit_inputs, default_lr
-    from helpers.locate import num_layers
-    from helpers.results import hardware
+    from helpers.common.results import hardware
+    from helpers.detox.dinm import default_lr
+    from helpers.detox.edit_inputs import build_edit_inputs
+    from helpers.detox.locate import num_layers
 
     model, tokenizer, record = _load(args)
     layers = args.layer_list or [num_layers(model) // 2]
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
                 print(f"memory probe ({name}) failed: {m['error']}")
 
     if args.out:
-        from helpers.io import atomic_write_json
+        from helpers.common.io import atomic_write_json
 
         payload = {"hardware": hardware(), "torch_threads": torch.get_num_threads(), "device": args.device,
                    "model": args.model or "smollm2-135m-instruct", "record_id": record["id"],

@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from helpers.data import load_gsm8k
-from helpers.generation import chat_prompt
-from helpers.models import load_model
+from helpers.common.generation import chat_prompt
+from helpers.common.models import load_model
+from helpers.llm2llm.gsm8k import load_gsm8k
 
 
 def run(model, tokenizer, prompts, batch_size, max_new_tokens) -> tuple[int, float]:

@@ -9,7 +9,7 @@ generation, which dominates) and print records/min:
 * **one record at a time, one padded batch** — the five inputs of a record in one batch, padded to the
   longest (a 40-token "only question" input padded to a 1,000-token jailbreak prompt): the naive loop;
 * **one record at a time, length-bucketed** — what the harness now does for per-instance editors (DINM):
-  the five inputs split into batches of similar length (:func:`helpers.harness.length_buckets`);
+  the five inputs split into batches of similar length (:func:`helpers.safeedit.harness.length_buckets`);
 * **batched across records** — the global-method path of ``evaluate_safeedit``: all records' inputs sorted
   by length and bucketed, at most ``--batch-size`` per batch, so decoding steps are shared by more inputs.
 
@@ -24,10 +24,10 @@ import time
 
 import torch
 
-from helpers.data import load_safeedit
-from helpers.harness import VanillaMethod, evaluate_safeedit
-from helpers.judge import KeywordJudge
-from helpers.models import load_model
+from helpers.common.models import load_model
+from helpers.safeedit.data import load_safeedit
+from helpers.safeedit.harness import VanillaMethod, evaluate_safeedit
+from helpers.safeedit.judge import KeywordJudge
 
 
 def run(model, tokenizer, records, *, per_record: bool, **kwargs) -> tuple[float, list[dict]]:

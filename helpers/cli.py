@@ -18,14 +18,15 @@ import sys
 
 #: command → (module, help). The module defines ``add_arguments`` and ``main``.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("helpers.info", "versions, device, data and cache folders, embedded model status"),
-    "prepare-model": ("helpers.info", "download and convert the embedded model now (about a minute, once)"),
-    "safeedit-build": ("helpers.safeedit_build", "build a SafeEdit-style benchmark (chapter 01)"),
-    "safeedit-eval": ("helpers.harness", "evaluate a detoxification method on SafeEdit records (chapters 02-06)"),
-    "safeedit-table": ("helpers.baselines", "the DINM paper's main table: every method on SafeEdit records (chapter 06)"),
-    "llm2llm": ("helpers.llm2llm", "run the LLM2LLM loop (chapters 07-08)"),
-    "gsm8k-eval": ("helpers.llm2llm", "evaluate a model on GSM8K test problems (chapter 07)"),
-    "run-all": ("helpers.run_all", "execute every notebook in small mode and write results/summary.md"),
+    "info": ("helpers.common.info", "versions, device, data and cache folders, embedded model status"),
+    "prepare-model": ("helpers.common.info", "download and convert the embedded model now (about a minute, once)"),
+    "safeedit-build": ("helpers.safeedit.build", "build a SafeEdit-style benchmark (chapter 01)"),
+    "safeedit-eval": ("helpers.detox.evaluate", "evaluate a detoxification method on SafeEdit records (chapters 02-06)"),
+    "safeedit-table": ("helpers.detox.table", "the DINM paper's main table: every method on SafeEdit records (chapter 06)"),
+    "llm2llm": ("helpers.llm2llm.commands", "run the LLM2LLM loop (chapters 07-08)"),
+    "gsm8k-eval": ("helpers.llm2llm.gsm8k", "evaluate a model on GSM8K test problems (chapter 07)"),
+    "dinm-sweep": ("helpers.detox.sweep", "DINM's hyper-parameters one factor at a time, on validation records (chapter 04)"),
+    "run-all": ("helpers.common.run_all", "execute every notebook in small mode and write results/summary.md"),
 }
 
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: `{args.command}` is not available in this version ({args._missing} is missing)", file=sys.stderr)
         return 2
     module_name = COMMANDS[args.command][0]
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the results' "command"
     return run_guarded(_command_function(module_name, args.command, "main"), args)
 
 
@@ -95,11 +97,13 @@ def _user_errors() -> tuple:
     """Exceptions that mean bad input (a file, a record, a field or a flag), reported as ``error: …``."""
     import json
 
-    from .backend import BackendError
-    from .data import DataNotAvailableError, SafeEditFormatError
-    from .judge import JudgeNotAvailableError, JudgeOverlapError
-    from .models import ModelNotAvailableError
-    from .teacher import TeacherError
+    from .common.backend import BackendError
+    from .common.datasets import DataNotAvailableError
+    from .common.models import ModelNotAvailableError
+    from .common.teacher import TeacherError
+    from .safeedit.data import SafeEditFormatError
+    from .safeedit.judge import JudgeNotAvailableError
+    from .safeedit.judge_data import JudgeOverlapError
 
     return (BackendError, DataNotAvailableError, SafeEditFormatError, JudgeOverlapError, JudgeNotAvailableError,
             ModelNotAvailableError, TeacherError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
@@ -116,90 +120,3 @@ def _user_error(message: str, err: BaseException | None = None) -> int:
     text = " ".join(str(message).split())
     print(text if text.startswith("error:") else f"error: {text}", file=sys.stderr)
     return 2
-
-
-# ----------------------------------------------------------------------------------------------------
-# Checks every command runs before any model loads and before anything is written
-# ----------------------------------------------------------------------------------------------------
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def at_least(args, minimum, *names: str) -> None:
-    """``SystemExit`` naming the flag when one of ``args.<name>`` (when set) is below ``minimum``."""
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None and value < minimum:
-            raise SystemExit(f"{_flag(name)} must be ≥ {minimum:g}, got {value:g}")
-
-
-def above(args, minimum, *names: str) -> None:
-    """``SystemExit`` naming the flag when one of ``args.<name>`` (when set) is not above ``minimum``."""
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None and not value > minimum:
-            raise SystemExit(f"{_flag(name)} must be > {minimum:g}, got {value:g}")
-
-
-def _writable_ancestor(path, flag: str):
-    from pathlib import Path
-
-    from .config import display_path
-
-    ancestor = Path(path).expanduser().absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise SystemExit(f"{flag} {path}: {display_path(ancestor)} is a file, so the folder cannot be created")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise SystemExit(f"{flag} {path}: the folder {display_path(ancestor)} is not writable")
-
-
-def check_output_file(path, flag: str = "--out") -> None:
-    """``SystemExit`` naming ``flag`` unless a file can be written at ``path`` (its folder exists or can be
-    created, and is writable; ``path`` is not a folder). Nothing is created."""
-    from pathlib import Path
-
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise SystemExit(f"{flag} {path}: is a folder; give a file name")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise SystemExit(f"{flag} {path}: the file is not writable")
-    _writable_ancestor(target, flag)
-
-
-def check_output_folder(path, flag: str = "--out") -> None:
-    """``SystemExit`` naming ``flag`` unless ``path`` is a writable folder or can be created. Nothing is created."""
-    from pathlib import Path
-
-    target = Path(path).expanduser()
-    if target.exists():
-        if not target.is_dir():
-            raise SystemExit(f"{flag} {path}: is a file; give a folder")
-        if not os.access(target, os.W_OK | os.X_OK):
-            raise SystemExit(f"{flag} {path}: the folder is not writable")
-        return
-    _writable_ancestor(target, flag)
-
-
-def check_model_name(name, flag: str = "--model") -> None:
-    """``SystemExit`` naming ``flag`` for a model name that cannot be a model (neither the embedded model, a
-    local folder nor a hub id); nothing is loaded or downloaded."""
-    if name is None:
-        return
-    from .models import EMBEDDED_ALIASES, ModelNotAvailableError, resolve_model_path
-
-    if name in EMBEDDED_ALIASES:
-        return
-    try:
-        resolve_model_path(name)
-    except ModelNotAvailableError as err:
-        raise SystemExit(f"{flag} {name}: {err}") from err
-
-
-def require_records(records, source, what: str = "records") -> list:
-    """``records`` as a list; ``SystemExit`` naming ``source`` when there are none (an empty data set)."""
-    records = list(records)
-    if not records:
-        raise SystemExit(f"{source}: no {what} (an empty data set)")
-    return records

@@ -70,7 +70,7 @@ run B1 bash -c "$EV --data sample $SAMPLE_LIMIT --method vanilla --max-new-token
   $EV --data sample $SAMPLE_LIMIT --method dinm --max-new-tokens $SAMPLE_TOK --general-instances $GEN_INST --out $R/safeedit_sample7_dinm_gpu.json"
 run B2 bash -c "$EV --data built --split test $BUILT_LIMIT --method vanilla --max-new-tokens $BUILT_TOK --out $R/safeedit_built_test_vanilla_gpu.json &&
   $EV --data built --split test $BUILT_LIMIT --method dinm --max-new-tokens $BUILT_TOK --general-instances $GEN_INST --out $R/safeedit_built_test_dinm_gpu.json"
-SW="$PY -m helpers.dinm sweep --data built --split validation --limit $SWEEP_LIMIT --max-new-tokens $SWEEP_TOK --grid none
+SW="$PY -m helpers dinm-sweep --data built --split validation --limit $SWEEP_LIMIT --max-new-tokens $SWEEP_TOK --grid none
     --general kqa,csum --general-limit $GEN_LIMIT"
 run C1 $SW --config '{"lr": 0.001, "kl_weight": 10}' --config '{"lr": 0.005, "kl_weight": 10}' \
   --log "$R/dinm_sweep_gpu_a.jsonl" --out "$R/dinm_sweep_gpu_a.json"

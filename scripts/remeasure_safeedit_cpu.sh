@@ -14,7 +14,7 @@ export HELPERS_SCALE=small
 METHODS=${METHODS:-vanilla,dinm,self-reminder,ft-l,mend,sft,dpo,ext-sub,rlhf}
 GENERAL_LIMIT=${GENERAL_LIMIT:-kqa=60,csum=10,over-refusal=30}
 # the DINM learning rate is chosen beforehand on built validation records (chapter 04):
-#   python -m helpers.dinm sweep --data built --split validation --limit 20 --grid none \
+#   python -m helpers dinm-sweep --data built --split validation --limit 20 --grid none \
 #     --config '{"lr": 0.001}' --config '{"lr": 0.005}' --max-new-tokens 32 --general kqa --general-limit kqa=60 \
 #     --out helpers/resources/precomputed/dinm_lr_validation_cpu.json
 for spec in "sample test safeedit_table_sample7_cpu" "built test safeedit_table_built_test_cpu"; do

@@ -1,7 +1,7 @@
-"""Write the course's GitHub repository (``helpers.config.GITHUB_REPO``) into every Colab badge, install cell and
+"""Write the course's GitHub repository (``helpers.common.config.GITHUB_REPO``) into every Colab badge, install cell and
 the package URL, so that they all come from one place.
 
-A fork sets ``GITHUB_REPO = "you/your-fork"`` in ``helpers/config.py`` and runs
+A fork sets ``GITHUB_REPO = "you/your-fork"`` in ``helpers/common/config.py`` and runs
 
     python scripts/sync_repo_links.py          # rewrites README.md, docs/, notebooks/, pyproject.toml
     python scripts/sync_repo_links.py --check  # exit 1 if any file is out of date (CI runs this as a test)
@@ -15,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from helpers.config import GITHUB_REPO  # noqa: E402
+from helpers.common.config import GITHUB_REPO
 
 #: The only places the repository is named: Colab badges/links, the pip install line, the project URL.
 PATTERNS = [

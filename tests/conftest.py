@@ -21,7 +21,7 @@ def embedded():
     """The embedded model and tokenizer, loaded once per test session (CPU, float32)."""
     import torch
 
-    from helpers.models import load_model
+    from helpers.common.models import load_model
 
     torch.manual_seed(0)
     model, tokenizer = load_model(device="cpu")

@@ -6,8 +6,17 @@ from fractions import Fraction
 
 import pytest
 
-from helpers.arithmetic import (UnsafeExpressionError, check_annotations, check_inline_equations, evaluate,
-                                format_number, matches, parse_decimal, parse_number, verify_solution)
+from helpers.llm2llm.arithmetic import (
+    UnsafeExpressionError,
+    check_annotations,
+    check_inline_equations,
+    evaluate,
+    format_number,
+    matches,
+    parse_decimal,
+    parse_number,
+    verify_solution,
+)
 
 NATALIA = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
            "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
@@ -58,7 +67,7 @@ def test_numbers_parse_and_format():
 def test_parse_decimal_is_the_shared_number_parser():
     from decimal import Decimal
 
-    from helpers.data import normalize_number
+    from helpers.llm2llm.gsm8k import normalize_number
 
     assert parse_decimal("-$2") == Decimal(-2) and normalize_number("-$2") == "-2"
     assert parse_decimal("1,000.") == Decimal(1000)
@@ -95,7 +104,7 @@ def test_verify_solution_accepts_gold_and_rejects_inconsistent_solutions():
 
 
 def test_most_gsm8k_gold_solutions_verify(shared_data):
-    from helpers.data import load_gsm8k
+    from helpers.llm2llm.gsm8k import load_gsm8k
 
     records = load_gsm8k("train", limit=200)
     passed = sum(verify_solution(r["answer"]).ok for r in records)

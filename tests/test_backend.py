@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from local_server import LocalHTTPServer
 
-from helpers.backend import BackendError, ServerBackend, parse_backend
 from helpers.cli import main as cli_main
-from helpers.generation import generate, to_messages
+from helpers.common.backend import BackendError, ServerBackend, parse_backend
+from helpers.common.generation import generate, to_messages
 
 
 class FakeOpenAIServer(LocalHTTPServer):
@@ -147,9 +147,9 @@ def test_unreachable_server_is_one_clear_error_naming_the_url(monkeypatch, capsy
 
 
 def test_gsm8k_eval_flag_errors_before_any_model_loads(monkeypatch, capsys, tmp_path):
-    import helpers.models
+    import helpers.common.models
 
-    monkeypatch.setattr(helpers.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
+    monkeypatch.setattr(helpers.common.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
     cases = [(["--backend", "vllm:tiny"], "--backend 'vllm:tiny': use 'openai:MODEL'"),
              (["--backend", "openai:tiny", "--model", "x/y"], "--model and --backend both name a model"),
              (["--concurrency", "8"], "--concurrency applies only with --backend"),
@@ -161,9 +161,9 @@ def test_gsm8k_eval_flag_errors_before_any_model_loads(monkeypatch, capsys, tmp_
 
 
 def test_gsm8k_eval_through_a_server(monkeypatch, tmp_path, capsys):
-    import helpers.models
+    import helpers.common.models
 
-    monkeypatch.setattr(helpers.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
+    monkeypatch.setattr(helpers.common.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
     data = tmp_path / "gsm.jsonl"
     data.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"}) + "\n"
                             for i in range(5)))
@@ -183,16 +183,16 @@ def test_gsm8k_eval_through_a_server(monkeypatch, tmp_path, capsys):
     assert [i["prediction"] for i in result["instances"]] == ["0", "3", "4", "7"]
     assert result["correct"] == 2 and result["n"] == 4
     assert fake.max_in_flight == 2 and {r["body"]["max_tokens"] for r in fake.requests} == {33}
-    from helpers.llm2llm import STUDENT_INSTRUCTION
+    from helpers.llm2llm.gsm8k import STUDENT_INSTRUCTION
 
     assert fake.requests[0]["body"]["messages"][-1]["content"].endswith(STUDENT_INSTRUCTION), "the student's prompt"
 
 
 def test_safeedit_eval_through_a_server_for_methods_that_do_not_edit_weights(monkeypatch, tmp_path, capsys):
-    import helpers.models
-    from helpers.self_reminder import SUFFIX, SYSTEM
+    import helpers.common.models
+    from helpers.detox.self_reminder import SUFFIX, SYSTEM
 
-    monkeypatch.setattr(helpers.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
+    monkeypatch.setattr(helpers.common.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
     with FakeOpenAIServer(lambda body: "I'm sorry, but I cannot help with that.") as fake:
         for method in ("vanilla", "self-reminder"):
             out = tmp_path / f"{method}.json"
@@ -216,9 +216,9 @@ def test_safeedit_eval_through_a_server_for_methods_that_do_not_edit_weights(mon
 
 @pytest.mark.parametrize("method", ["dinm", "sft", "mend"])
 def test_safeedit_eval_refuses_a_backend_for_methods_that_edit_weights(method, monkeypatch, capsys, tmp_path):
-    import helpers.models
+    import helpers.common.models
 
-    monkeypatch.setattr(helpers.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
+    monkeypatch.setattr(helpers.common.models, "load_model", lambda *a, **k: pytest.fail("no model may load"))
     code = cli_main(["safeedit-eval", "--data", "sample", "--limit", "1", "--method", method,
                      "--backend", "openai:tiny", "--out", str(tmp_path / "r.json")])
     assert code == 2
@@ -253,8 +253,8 @@ GSM8K_LIKE = [
 @pytest.mark.skipif(not _serving_installed(), reason="`transformers serve` is not installed "
                                                       "(pip install 'course-helpers[serving]')")
 def test_gsm8k_eval_via_transformers_serve_matches_in_process_greedy(embedded, tmp_path):
-    from helpers.llm2llm import evaluate_gsm8k, read_gsm8k_file
-    from helpers.models import prepare_embedded_model
+    from helpers.common.models import prepare_embedded_model
+    from helpers.llm2llm.gsm8k import evaluate_gsm8k, read_gsm8k_file
 
     folder = str(prepare_embedded_model(verbose=False))
     port = free_port()

@@ -1,8 +1,7 @@
 """Bad input to every command: one line ``error: …`` naming the culprit (file, record, field or flag), exit
 status 2, no traceback, caught before any model loads and before anything is written.
 
-The probes run in-process through :func:`helpers.cli.main` (and :func:`helpers.dinm.main_sweep` for
-``python -m helpers.dinm``) with the model loaders replaced by a sentinel that fails the test when called; a
+The probes run in-process through :func:`helpers.cli.main` with the model loaders replaced by a sentinel that fails the test when called; a
 few run as real processes to check the entry points themselves.
 """
 from __future__ import annotations
@@ -18,8 +17,8 @@ import pytest
 
 TEACHER_URL = "http://127.0.0.1:{port}/v1"
 
-# (command, arguments, text the message must name, extra environment). "helpers" is `python -m helpers`,
-# "dinm" is `python -m helpers.dinm`. {tmp} is the test's folder (see _inputs for its files), {port} a closed
+# (command, arguments, text the message must name, extra environment). "helpers" is `python -m helpers`.
+# {tmp} is the test's folder (see _inputs for its files), {port} a closed
 # local port. `--out {tmp}/out.json` is appended to the SafeEdit commands that do not name their own.
 PROBES = [
     # --- safeedit-eval: files, records, fields
@@ -139,18 +138,18 @@ PROBES = [
     ("helpers", ["run-all", "--timeout", "0"], "--timeout", {}),
     ("helpers", ["run-all", "--notebooks", "{tmp}/nosuch.ipynb"], "nosuch.ipynb", {}),
     ("helpers", ["no-such-command"], "no-such-command", {}),
-    # --- python -m helpers.dinm sweep
-    ("dinm", ["sweep", "--limit", "0"], "--limit", {}),
-    ("dinm", ["sweep", "--general", "kqa,bogus"], "bogus", {}),
-    ("dinm", ["sweep", "--judge", "oracle"], "oracle", {}),
-    ("dinm", ["sweep", "--config", '{"learning_rate": 1}'], "learning_rate", {}),
-    ("dinm", ["sweep", "--config", "lr=1"], "--config", {}),
-    ("dinm", ["sweep", "--grid", "none", "--no-vanilla"], "nothing to run", {}),
-    ("dinm", ["sweep", "--data", "{tmp}/empty.json"], "empty.json", {}),
-    ("dinm", ["sweep", "--out", "{tmp}/afile/s.json"], "--out", {}),
-    ("dinm", ["sweep", "--log", "{tmp}"], "--log", {}),
-    ("dinm", ["sweep", "--max-new-tokens", "0"], "--max-new-tokens", {}),
-    ("dinm", ["sweep", "--model", "./no-such-model"], "no-such-model", {}),
+    # --- python -m helpers dinm-sweep
+    ("helpers", ["dinm-sweep", "--limit", "0"], "--limit", {}),
+    ("helpers", ["dinm-sweep", "--general", "kqa,bogus"], "bogus", {}),
+    ("helpers", ["dinm-sweep", "--judge", "oracle"], "oracle", {}),
+    ("helpers", ["dinm-sweep", "--config", '{"learning_rate": 1}'], "learning_rate", {}),
+    ("helpers", ["dinm-sweep", "--config", "lr=1"], "--config", {}),
+    ("helpers", ["dinm-sweep", "--grid", "none", "--no-vanilla"], "nothing to run", {}),
+    ("helpers", ["dinm-sweep", "--data", "{tmp}/empty.json"], "empty.json", {}),
+    ("helpers", ["dinm-sweep", "--out", "{tmp}/afile/s.json"], "--out", {}),
+    ("helpers", ["dinm-sweep", "--log", "{tmp}"], "--log", {}),
+    ("helpers", ["dinm-sweep", "--max-new-tokens", "0"], "--max-new-tokens", {}),
+    ("helpers", ["dinm-sweep", "--model", "./no-such-model"], "no-such-model", {}),
     # --- --backend (an OpenAI-compatible generation server)
     ("helpers", ["safeedit-eval", "--data", "built", "--backend", "vllm:m"], "--backend", {}),
     ("helpers", ["safeedit-eval", "--data", "built", "--method", "dinm", "--backend", "openai:m"], "--backend", {}),
@@ -175,7 +174,7 @@ def _inputs(tmp: Path) -> None:
     (tmp / "latin1.json").write_bytes('[{"question": "caf\xe9"}]'.encode("latin-1"))
     (tmp / "empty.json").write_text("[]", encoding="utf-8")
     (tmp / "object.json").write_text('{"id": 1}', encoding="utf-8")
-    from helpers.data import load_safeedit
+    from helpers.safeedit.data import load_safeedit
 
     record = dict(load_safeedit("built", split="test", limit=1)[0])
     del record["adversarial prompt"]
@@ -203,13 +202,13 @@ def no_models(monkeypatch):
     """Every way to a model raises :class:`ModelLoaded`; spawning a child raises :class:`ChildStarted`."""
     import transformers
 
-    import helpers.models
+    import helpers.common.models
 
     def refuse(*args, **kwargs):
         raise ModelLoaded(f"a model was loaded: {args} {kwargs}")
 
     for name in ("load_model", "load_tokenizer", "prepare_embedded_model"):
-        monkeypatch.setattr(helpers.models, name, refuse)
+        monkeypatch.setattr(helpers.common.models, name, refuse)
     for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer,
                 transformers.AutoModelForSequenceClassification):
         monkeypatch.setattr(cls, "from_pretrained", refuse)
@@ -222,15 +221,13 @@ def no_models(monkeypatch):
 
 def _ids(probe) -> str:
     command, argv, _, env = probe
-    prefix = "helpers.dinm " if command == "dinm" else ""
-    return prefix + " ".join(a.replace("{tmp}/", "") for a in argv) + "".join(f" [{k}]" for k in env)
+    return " ".join(a.replace("{tmp}/", "") for a in argv) + "".join(f" [{k}]" for k in env)
 
 
 @pytest.mark.parametrize("command, argv, culprit, env", PROBES, ids=[_ids(p) for p in PROBES])
 def test_bad_input_gives_one_error_line_before_any_model_loads(no_models, tmp_path, monkeypatch, capsys, command,
                                                                argv, culprit, env):
     from helpers.cli import main
-    from helpers.dinm import main_sweep
 
     _inputs(tmp_path)
     work = tmp_path / "cwd"  # the working folder: where default outputs would go
@@ -247,7 +244,7 @@ def test_bad_input_gives_one_error_line_before_any_model_loads(no_models, tmp_pa
         args += ["--out", str(tmp_path / "out.json")]
     before = _snapshot(tmp_path)
     capsys.readouterr()
-    status = (main_sweep if command == "dinm" else main)(args)
+    status = main(args)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == 2, err[-2000:]
@@ -261,7 +258,6 @@ def test_the_matrix_covers_every_command():
 
     probed = {argv[0] for command, argv, _, _ in PROBES if command == "helpers"}
     assert set(COMMANDS) - probed <= {"info", "prepare-model"}  # they take no input that can be bad
-    assert any(command == "dinm" for command, _, _, _ in PROBES)
 
 
 def test_debug_shows_the_traceback(no_models, tmp_path, monkeypatch):
@@ -292,10 +288,10 @@ def _run(args, **env):
 
 def test_entry_points_in_real_processes(tmp_path):
     """The real entry points: `python -m helpers` with a bad HELPERS_SCALE (help and info still work, a command
-    says what is wrong) and `python -m helpers.dinm` (its errors are one line too)."""
+    says what is wrong) and `python -m helpers dinm-sweep` (its errors are one line too)."""
     scale = _run(["helpers", "info"], HELPERS_SCALE="huge")
     assert scale.returncode == 0 and "invalid: HELPERS_SCALE" in scale.stdout, scale.stderr[-2000:]
-    sweep = _run(["helpers.dinm", "sweep", "--limit", "-1", "--out", str(tmp_path / "s.json")])
+    sweep = _run(["helpers", "dinm-sweep", "--limit", "-1", "--out", str(tmp_path / "s.json")])
     assert sweep.returncode == 2 and sweep.stderr.strip() == "error: --limit must be ≥ 1, got -1", sweep.stderr
     parse = _run(["helpers", "safeedit-eval", "--limit", "many"])
     assert parse.returncode == 2 and len(parse.stderr.strip().splitlines()) == 1, parse.stderr

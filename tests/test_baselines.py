@@ -7,14 +7,24 @@ import json
 
 import pytest
 import torch
+from tiny_models import tiny_causal_lm
 
-from helpers.baselines import (TABLE_METHODS, DPOMethod, ExtSubMethod, RLHFMethod, SFTMethod, add_to_weights,
-                               deficiency_component, preference_margin, response_nll, run_main_table,
-                               sequence_logprobs, table_frame, table_markdown, tiny_causal_lm, training_pairs)
-from helpers.data import SafeEditFormatError, load_safeedit
-from helpers.harness import METHODS, Method
-from helpers.judge import Judge, KeywordJudge
-from helpers.models import load_tokenizer, parameter_checksum
+from helpers.common.models import load_tokenizer, parameter_checksum
+from helpers.detox.ext_sub import ExtSubMethod, add_to_weights, deficiency_component
+from helpers.detox.methods import METHODS
+from helpers.detox.table import TABLE_METHODS, run_main_table, table_frame, table_markdown
+from helpers.detox.trained import (
+    DPOMethod,
+    RLHFMethod,
+    SFTMethod,
+    preference_margin,
+    response_nll,
+    sequence_logprobs,
+    training_pairs,
+)
+from helpers.safeedit.data import SafeEditFormatError, load_safeedit
+from helpers.safeedit.harness import Method
+from helpers.safeedit.judge import Judge, KeywordJudge
 
 pytestmark = pytest.mark.slow
 TINY = {"max_prompt_tokens": 32, "max_response_tokens": 24, "progress": False}

@@ -7,12 +7,13 @@ from collections import Counter
 
 import pytest
 
-from helpers.auggpt import auggpt, rephrase_prompt
-from helpers.classification import (ClassificationTask, OfflineClassificationTeacher, make_task, normalise_label,
-                                    score_labels)
-from helpers.data import LABELS, DataNotAvailableError
-from helpers.task import get_task
-from helpers.teacher import Teacher, get_teacher
+from helpers.common.datasets import DataNotAvailableError
+from helpers.common.teacher import Teacher, get_teacher
+from helpers.llm2llm.auggpt import auggpt, rephrase_prompt
+from helpers.llm2llm.classification import ClassificationTask, OfflineClassificationTeacher, make_task
+from helpers.llm2llm.datasets import LABELS
+from helpers.llm2llm.label_scoring import normalise_label, score_labels
+from helpers.llm2llm.task import get_task
 
 DOCUMENTED = {
     "sst2": {"negative", "positive"},
@@ -104,7 +105,7 @@ def test_label_constrained_prediction_always_gives_a_valid_label(embedded, share
 def test_cached_label_scores_equal_a_full_forward_pass(embedded, shared_data):
     import torch
 
-    from helpers.student import IGNORE_INDEX, encode_example
+    from helpers.common.training import IGNORE_INDEX, encode_example
 
     model, tokenizer = embedded
     task = make_task("trec")
@@ -281,7 +282,7 @@ def test_llm2llm_cli_runs_on_sst2_with_the_gsm8k_summary(shared_data, tmp_path, 
 
 
 def test_auggpt_and_eda_get_the_same_budget_as_llm2llm(embedded, shared_data, tmp_path):
-    from helpers.classification import compare_methods
+    from helpers.llm2llm.compare import compare_methods
 
     settings = dict(out_dir=tmp_path, seed_size=4, iterations=1, test_size=4, student=embedded, epochs=1, lr=0.0,
                     batch_size=4, train_layers=1, evaluate_on="seed", progress=False)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from helpers.cli import COMMANDS, build_parser
-from helpers.io import append_jsonl, atomic_write_json, read_jsonl
+from helpers.common.io import append_jsonl, atomic_write_json, read_jsonl
 
 
 def test_info_runs_and_reports(shared_data):
@@ -59,7 +59,7 @@ def test_jsonl_log_rejects_corruption_in_the_middle(tmp_path):
 # RunLog: the resume mechanism behind every resumable command
 # ----------------------------------------------------------------------------------------------------
 def test_runlog_round_trip(tmp_path):
-    from helpers.io import RunLog, settings_hash
+    from helpers.common.io import RunLog, settings_hash
 
     path = tmp_path / "sub" / "run.log.jsonl"
     log = RunLog.open(path, {"lr": 1e-3, "steps": 10})
@@ -77,7 +77,7 @@ def test_runlog_round_trip(tmp_path):
 
 
 def test_runlog_settings_hash_separates_runs(tmp_path):
-    from helpers.io import RunLog
+    from helpers.common.io import RunLog
 
     path = tmp_path / "run.log.jsonl"
     a = RunLog.open(path, {"lr": 1e-3})
@@ -91,7 +91,7 @@ def test_runlog_settings_hash_separates_runs(tmp_path):
 
 
 def test_runlog_recovers_a_torn_last_line(tmp_path, capsys):
-    from helpers.io import RunLog
+    from helpers.common.io import RunLog
 
     path = tmp_path / "run.log.jsonl"
     log = RunLog.open(path, {"n": 1})
@@ -124,7 +124,7 @@ def test_append_jsonl_cuts_a_torn_line_instead_of_gluing_onto_it(tmp_path):
 
 
 def test_runlog_rejects_corruption_in_the_middle_naming_file_and_line(tmp_path):
-    from helpers.io import RunLog
+    from helpers.common.io import RunLog
 
     path = tmp_path / "run.log.jsonl"
     path.write_bytes(b'{"run": "x", "key": "1"}\n\xff\xfe not text\n{"run": "x", "key": "2"}\n')
@@ -137,7 +137,7 @@ def test_written_files_follow_the_umask(tmp_path, umask):
     import os
     import stat
 
-    from helpers.io import RunLog, write_jsonl
+    from helpers.common.io import RunLog, write_jsonl
 
     old = os.umask(umask)
     try:
@@ -152,7 +152,7 @@ def test_written_files_follow_the_umask(tmp_path, umask):
 
 
 def test_read_json_names_the_file(tmp_path):
-    from helpers.io import read_json
+    from helpers.common.io import read_json
 
     (tmp_path / "cut.json").write_text('{"a": ', encoding="utf-8")
     (tmp_path / "latin1.json").write_bytes('{"a": "caf\xe9"}'.encode("latin-1"))

@@ -5,63 +5,65 @@ import json
 
 import pytest
 
-from helpers import data
-from helpers.data import (LABELS, SafeEditFormatError, answers_match, extract_gold, extract_prediction,
-                          normalize_number, read_safeedit, write_safeedit)
+from helpers.common.datasets import DataNotAvailableError
+from helpers.llm2llm.datasets import LABELS, load_snips, load_sst2, load_trec
+from helpers.llm2llm.gsm8k import answers_match, extract_gold, extract_prediction, load_gsm8k, normalize_number
+from helpers.safeedit.data import SAFEEDIT_CATEGORIES, SafeEditFormatError, load_safeedit, read_safeedit, write_safeedit
+from helpers.safeedit.general_data import load_triviaqa, load_xsum
 
 
 def test_gsm8k_train_count_and_gold(shared_data):
-    train = data.load_gsm8k("train")
+    train = load_gsm8k("train")
     assert len(train) == 7473
     assert train[0]["gold"] == "72"
     assert all(r["gold"] == extract_gold(r["answer"]) for r in train[:50])
 
 
 def test_gsm8k_test_limit(shared_data):
-    assert len(data.load_gsm8k("test", limit=5)) == 5
-    assert len(data.load_gsm8k("test")) == 1000
+    assert len(load_gsm8k("test", limit=5)) == 5
+    assert len(load_gsm8k("test")) == 1000
 
 
 def test_sst2_test(shared_data):
-    test = data.load_sst2("test")
+    test = load_sst2("test")
     assert len(test) == 872
     assert {r["label"] for r in test} == set(LABELS["sst2"])
 
 
 def test_trec_test_six_labels(shared_data):
-    test = data.load_trec("test")
+    test = load_trec("test")
     assert len(test) == 500
     assert {r["label"] for r in test} == set(LABELS["trec"])
     assert len(LABELS["trec"]) == 6
 
 
 def test_snips_test_seven_intents(shared_data):
-    test = data.load_snips("test")
+    test = load_snips("test")
     assert len(test) == 700
     assert {r["label"] for r in test} == set(LABELS["snips"])
     assert len(LABELS["snips"]) == 7
 
 
 def test_safeedit_sample(shared_data):
-    sample = data.load_safeedit("sample")
+    sample = load_safeedit("sample")
     assert len(sample) == 7
-    assert {r["unsafety category"] for r in sample} <= set(data.SAFEEDIT_CATEGORIES)
-    assert len(data.load_safeedit("three")) == 3
+    assert {r["unsafety category"] for r in sample} <= set(SAFEEDIT_CATEGORIES)
+    assert len(load_safeedit("three")) == 3
 
 
 def test_general_performance_data(shared_data):
-    trivia = data.load_triviaqa(limit=3)
+    trivia = load_triviaqa(limit=3)
     assert trivia[0]["question"] and not trivia[0]["question"].startswith("Question:")
     assert trivia[0]["answer"] in trivia[0]["aliases"]
-    assert len(data.load_xsum(limit=2)) == 2
+    assert len(load_xsum(limit=2)) == 2
 
 
 def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HELPERS_DATA_DIR", str(tmp_path))
-    with pytest.raises(data.DataNotAvailableError, match="HELPERS_DATA_DIR"):
-        data.load_snips("test")
-    with pytest.raises(data.DataNotAvailableError, match="safeedit/SafeEdit_test_sample.json"):
-        data.load_safeedit("sample")
+    with pytest.raises(DataNotAvailableError, match="HELPERS_DATA_DIR"):
+        load_snips("test")
+    with pytest.raises(DataNotAvailableError, match="safeedit/SafeEdit_test_sample.json"):
+        load_safeedit("sample")
 
 
 # --- SafeEdit files that break the schema -------------------------------------------------------------

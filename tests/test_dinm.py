@@ -1,19 +1,18 @@
-"""DINM (helpers.dinm): only W_V changes and is restored exactly, KL gradient, fast = full, bad inputs."""
+"""DINM (helpers.detox.dinm): only W_V changes and is restored exactly, KL gradient, fast = full, bad inputs."""
 from __future__ import annotations
 
 import pytest
 import torch
-
-from helpers.data import SafeEditFormatError
-from helpers.dinm import (DINM, REFERENCE_SUFFIX, DINMSession, FullForward, UpperForward, build_edit_inputs,
-                          default_lr)
-from helpers.harness import evaluate_safeedit
-from helpers.judge import get_judge
-from helpers.locate import wv_module, wv_module_name
-from helpers.models import parameter_checksum
-
 from test_locate import RECORD, one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
+from helpers.common.models import parameter_checksum
+from helpers.detox.dinm import DINM, DINMSession, default_lr
+from helpers.detox.edit_inputs import REFERENCE_SUFFIX, build_edit_inputs
+from helpers.detox.fast_path import FullForward, UpperForward
+from helpers.detox.locate import wv_module, wv_module_name
+from helpers.safeedit.data import SafeEditFormatError
+from helpers.safeedit.harness import evaluate_safeedit
+from helpers.safeedit.judge import get_judge
 
 SHORT = dict(max_prompt_tokens=48, max_target_tokens=12, max_kc_tokens=12)
 EVAL_RECORD = {**RECORD, "generalization test": {
@@ -165,7 +164,7 @@ def test_options_suffix_first_layer_and_lr(embedded):
 
 
 def test_rejudge_recomputes_safety_from_stored_responses():
-    from helpers.dinm import rejudge
+    from helpers.detox.sweep import rejudge
 
     keys = ["DS", "DG_onlyQ", "DG_otherA", "DG_otherQ", "DG_otherAQ"]
     row = {"method": "dinm", "config": {}, "judge": "other", "aggregate": {"DS": 0.0, "fluency": 3.0, "KQA": 50.0},
@@ -174,7 +173,7 @@ def test_rejudge_recomputes_safety_from_stored_responses():
     out = rejudge([row], "keyword")[0]
     assert out["judge"] == "keyword" and out["aggregate"]["DS"] == 100.0
     assert out["aggregate"]["DG_onlyQ"] == 50.0 and out["aggregate"]["KQA"] == 50.0
-    from helpers.metrics import record_fluency  # fluency recomputed as the reference does, from the responses
+    from helpers.safeedit.metrics import record_fluency
     assert out["aggregate"]["fluency"] == record_fluency([i["responses"] for i in row["instances"]]) != 3.0
 
 
@@ -188,7 +187,7 @@ def test_kl_weight_zero_still_measures_the_constraint(embedded):
 
 
 def test_sweep_config_option():
-    from helpers.dinm import SWEEP_BASE, parse_sweep_config, sweep_configs
+    from helpers.detox.sweep import SWEEP_BASE, parse_sweep_config, sweep_configs
 
     assert parse_sweep_config('{"lr": 0.005, "kl_weight": 10}') == {**SWEEP_BASE, "lr": 0.005, "kl_weight": 10}
     assert sweep_configs("none") == [] and sweep_configs("tiny")[0] == SWEEP_BASE
@@ -203,8 +202,8 @@ def test_sweep_config_option():
 def test_sweep_resumes_from_its_runlog_and_keys_rows_by_settings(tmp_path, monkeypatch, capsys):
     import json
 
-    import helpers.harness
-    from helpers.dinm import SWEEP_BASE, run_sweep
+    import helpers.safeedit.harness
+    from helpers.detox.sweep import SWEEP_BASE, run_sweep
 
     calls = []
 
@@ -213,7 +212,7 @@ def test_sweep_resumes_from_its_runlog_and_keys_rows_by_settings(tmp_path, monke
         return {"judge": getattr(judge, "name", judge), "aggregate": {"DS": 50.0}, "by_judge": {}, "judges_info": {},
                 "timings": {}, "instances": [{"id": r["id"], "responses": {}, "labels": {}} for r in records]}
 
-    monkeypatch.setattr(helpers.harness, "evaluate_safeedit", fake_evaluate)
+    monkeypatch.setattr(helpers.safeedit.harness, "evaluate_safeedit", fake_evaluate)
 
     class Model:
         name_or_path_for_course = "tiny"

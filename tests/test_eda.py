@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from helpers import eda
+from helpers.llm2llm import eda
 
 SENTENCE = "the quiet film offers a beautiful story about brave children and their old dog"
 

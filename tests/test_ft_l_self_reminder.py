@@ -1,19 +1,19 @@
-"""FT-L (helpers.ft_l) and Self-Reminder (helpers.self_reminder): what they change, restore, constrain, send."""
+"""FT-L (helpers.detox.ft_l) and Self-Reminder (helpers.detox.self_reminder): what they change, restore, constrain, send."""
 from __future__ import annotations
 
 import pytest
 import torch
-
-from helpers.ft_l import FTLMethod, reference_layer
-from helpers.generation import chat_prompt
-from helpers.harness import evaluate_safeedit, get_method
-from helpers.judge import get_judge
-from helpers.locate import wv_module, wv_module_name
-from helpers.models import parameter_checksum
-from helpers.self_reminder import SUFFIX, SYSTEM, SelfReminderMethod
-
 from test_dinm import EVAL_RECORD
 from test_locate import RECORD, one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
+
+from helpers.common.generation import chat_prompt
+from helpers.common.models import parameter_checksum
+from helpers.detox.ft_l import FTLMethod, reference_layer
+from helpers.detox.locate import wv_module, wv_module_name
+from helpers.detox.methods import get_method
+from helpers.detox.self_reminder import SUFFIX, SYSTEM, SelfReminderMethod
+from helpers.safeedit.harness import evaluate_safeedit
+from helpers.safeedit.judge import get_judge
 
 SHORT = dict(max_prompt_tokens=48, max_target_tokens=12)
 
@@ -130,7 +130,7 @@ def test_self_reminder_chat_prompt_carries_the_system_text(embedded):
 
 
 def test_self_reminder_changes_no_weight_in_a_harness_run(embedded, monkeypatch):
-    import helpers.generation as generation
+    import helpers.common.generation as generation
 
     _, tokenizer = embedded
     model = tiny_model("llama")
@@ -165,11 +165,12 @@ def test_registry_and_option_errors():
 def test_self_reminder_wraps_the_general_performance_prompts_too(monkeypatch):
     """Self-Reminder works by prompting, so KQA/Csum/over-refusal are asked with the reminder; a weight-editing
     method's general performance is measured on plain prompts."""
-    import helpers.metrics
-    from helpers.harness import VanillaMethod, _call_general, general_from_spec
+    import helpers.safeedit.metrics
+    from helpers.detox.evaluate import general_from_spec
+    from helpers.safeedit.harness import VanillaMethod, _call_general
 
     seen = []
-    monkeypatch.setattr(helpers.metrics, "general_performance",
+    monkeypatch.setattr(helpers.safeedit.metrics, "general_performance",
                         lambda model, tokenizer, names, limit=None, **kw: seen.append(kw) or {"KQA": 0.0})
     general = general_from_spec("kqa,over-refusal")
     reminder = SelfReminderMethod()

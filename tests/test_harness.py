@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from helpers.data import SafeEditFormatError, load_safeedit
-from helpers.harness import (Method, VanillaMethod, evaluate_safeedit, general_from_spec, get_method, length_buckets,
-                             parse_general_limit, parse_method_options,
-                             record_inputs)
-from helpers.judge import KeywordJudge
-from helpers.metrics import METRIC_KEYS, safe_share
-from helpers.models import parameter_checksum
+from helpers.common.models import parameter_checksum
+from helpers.detox.evaluate import general_from_spec, parse_general_limit, parse_method_options
+from helpers.detox.methods import get_method
+from helpers.safeedit.data import SafeEditFormatError, load_safeedit
+from helpers.safeedit.harness import Method, VanillaMethod, evaluate_safeedit, length_buckets, record_inputs
+from helpers.safeedit.judge import KeywordJudge
+from helpers.safeedit.metrics import METRIC_KEYS, safe_share
 
 FAST = dict(max_new_tokens=2, max_input_tokens=40, progress=False)
 
@@ -199,10 +199,10 @@ def test_cli_writes_results_json(tmp_path, shared_data):
 
 
 def test_general_from_spec_names_metrics_and_passes_the_limit(monkeypatch):
-    import helpers.metrics
+    import helpers.safeedit.metrics
 
     calls = []
-    monkeypatch.setattr(helpers.metrics, "general_performance",
+    monkeypatch.setattr(helpers.safeedit.metrics, "general_performance",
                         lambda model, tokenizer, names, limit=None: calls.append((names, limit)) or {"KQA": 1.0})
     assert general_from_spec("") is None and general_from_spec(None) is None and general_from_spec([" "]) is None
     assert general_from_spec(" kqa, csum ")("m", "t") == {"KQA": 1.0}

@@ -5,12 +5,24 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from helpers import data as data_module
-from helpers.classification import make_task
-from helpers.data import DataNotAvailableError, load_casehold, load_safeedit, load_snips, snips_intent
-
 from test_harness import _short_record
+
+from helpers.common.datasets import DataNotAvailableError
+from helpers.llm2llm import datasets as llm2llm_datasets
+from helpers.llm2llm import gsm8k as gsm8k_module
+from helpers.llm2llm.classification import make_task
+from helpers.llm2llm.datasets import load_casehold, load_snips, snips_intent
+from helpers.safeedit import data as safeedit_data
+from helpers.safeedit import general_data
+
+#: every module whose loaders fall back to the hub (each imports ``_from_hub`` from helpers.common.datasets)
+HUB_MODULES = (llm2llm_datasets, gsm8k_module, safeedit_data, general_data)
+
+
+def _patch_hub(monkeypatch, fake):
+    for module in HUB_MODULES:
+        monkeypatch.setattr(module, "_from_hub", fake)
+from helpers.safeedit.data import load_safeedit
 
 
 class _FakeHub:
@@ -34,7 +46,7 @@ def test_safeedit_sample_and_three_come_from_the_hub_without_the_data_folder(no_
                                                                             which, split, count):
     rows = [_short_record(i) for i in range(10)]
     hub = _FakeHub(rows)
-    monkeypatch.setattr(data_module, "_from_hub", hub)
+    _patch_hub(monkeypatch, hub)
     records = load_safeedit(which)
     assert hub.calls == [("zjunlp/SafeEdit", (), {"split": split})]
     assert [r["id"] for r in records] == list(range(count)) and records[0] == rows[0]
@@ -42,10 +54,10 @@ def test_safeedit_sample_and_three_come_from_the_hub_without_the_data_folder(no_
 
 
 def test_gated_safeedit_says_how_to_get_access(no_data_folder, monkeypatch):
-    monkeypatch.setattr(data_module, "_from_hub", _FakeHub([], error=OSError("401 Client Error: this dataset is gated")))
+    _patch_hub(monkeypatch, _FakeHub([], error=OSError("401 Client Error: this dataset is gated")))
     with pytest.raises(DataNotAvailableError, match=r"gated dataset 'zjunlp/SafeEdit' was refused.*HF_TOKEN"):
         load_safeedit("sample")
-    monkeypatch.setattr(data_module, "_from_hub", _FakeHub([], error=ConnectionError("no network")))
+    _patch_hub(monkeypatch, _FakeHub([], error=ConnectionError("no network")))
     with pytest.raises(DataNotAvailableError) as info:
         load_safeedit("sample")
     assert "HF_TOKEN" not in str(info.value)  # an unreachable hub is not an access problem
@@ -53,7 +65,7 @@ def test_gated_safeedit_says_how_to_get_access(no_data_folder, monkeypatch):
 
 def test_hub_records_are_validated(no_data_folder, monkeypatch):
     bad = [dict(_short_record(0), **{"safe generation": None})]
-    monkeypatch.setattr(data_module, "_from_hub", _FakeHub(bad))
+    _patch_hub(monkeypatch, _FakeHub(bad))
     with pytest.raises(ValueError, match="zjunlp/SafeEdit"):
         load_safeedit("official", split="test")
 
@@ -77,14 +89,14 @@ SNIPS_RECORDS = [
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_snips_comes_from_the_hub_without_the_data_folder(no_data_folder, monkeypatch, split):
     hub = _FakeHub(SNIPS_HUB_ROWS)
-    monkeypatch.setattr(data_module, "_from_hub", hub)
+    _patch_hub(monkeypatch, hub)
     assert load_snips(split) == SNIPS_RECORDS
     assert hub.calls == [("benayas/snips", (), {"split": split})]
     assert load_snips(split, limit=2) == SNIPS_RECORDS[:2]
 
 
 def test_snips_hub_records_feed_the_chapter_task(no_data_folder, monkeypatch):
-    monkeypatch.setattr(data_module, "_from_hub", _FakeHub(SNIPS_HUB_ROWS))
+    _patch_hub(monkeypatch, _FakeHub(SNIPS_HUB_ROWS))
     task = make_task("snips")
     assert task.load("test", limit=1) == SNIPS_RECORDS[:1]
     assert len(task.test_keys) == len(SNIPS_RECORDS)  # the whole hub test split is registered as test items
@@ -93,7 +105,7 @@ def test_snips_hub_records_feed_the_chapter_task(no_data_folder, monkeypatch):
 
 def test_snips_hub_label_that_is_no_intent_is_an_error(no_data_folder, monkeypatch):
     rows = SNIPS_HUB_ROWS + [{"text": "hello there", "category": "Greeting"}]
-    monkeypatch.setattr(data_module, "_from_hub", _FakeHub(rows))
+    _patch_hub(monkeypatch, _FakeHub(rows))
     with pytest.raises(ValueError, match=r"benayas/snips \(train\): unknown SNIPS intent label 'Greeting'"):
         load_snips("train")
 
@@ -108,7 +120,7 @@ def test_snips_intent_spellings():
 
 def test_snips_dev_is_not_asked_of_the_hub(no_data_folder, monkeypatch):
     hub = _FakeHub(SNIPS_HUB_ROWS)
-    monkeypatch.setattr(data_module, "_from_hub", hub)
+    _patch_hub(monkeypatch, hub)
     with pytest.raises(DataNotAvailableError, match=r"SNIPS dev split.*snips/dev/\{seq.in,label\}.*'benayas/snips'"):
         load_snips("dev")
     assert hub.calls == []
@@ -121,7 +133,7 @@ def test_snips_data_folder_wins_over_the_hub(tmp_path, monkeypatch):
     (folder / "label").write_text("PlayMusic\nRateBook\n", encoding="utf-8")
     monkeypatch.setenv("HELPERS_DATA_DIR", str(tmp_path))
     hub = _FakeHub(SNIPS_HUB_ROWS)
-    monkeypatch.setattr(data_module, "_from_hub", hub)
+    _patch_hub(monkeypatch, hub)
     assert load_snips("test") == [{"text": "play some jazz", "label": "PlayMusic"},
                                   {"text": "rate this book five stars", "label": "RateBook"}]
     assert hub.calls == []
@@ -137,7 +149,7 @@ def _casehold_row(i: int, label) -> dict:
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_casehold_comes_from_the_hub(no_data_folder, monkeypatch, split):
     hub = _FakeHub([_casehold_row(0, "2"), _casehold_row(1, "0"), _casehold_row(2, "4")])
-    monkeypatch.setattr(data_module, "_from_hub", hub)
+    _patch_hub(monkeypatch, hub)
     records = load_casehold(split)
     assert hub.calls == [("casehold/casehold", ("all",), {"split": split})]
     assert records[0] == {"text": "Case 0 held that <HOLDING> and so on.",
@@ -147,7 +159,7 @@ def test_casehold_comes_from_the_hub(no_data_folder, monkeypatch, split):
 
 
 def test_casehold_hub_records_feed_the_chapter_task(no_data_folder, monkeypatch):
-    monkeypatch.setattr(data_module, "_from_hub", _FakeHub([_casehold_row(0, "3"), _casehold_row(1, "1")]))
+    _patch_hub(monkeypatch, _FakeHub([_casehold_row(0, "3"), _casehold_row(1, "1")]))
     task = make_task("casehold")
     [record] = task.load("test", limit=1)
     assert record["label"] in task.labels and len(record["choices"]) == 5
@@ -156,7 +168,7 @@ def test_casehold_hub_records_feed_the_chapter_task(no_data_folder, monkeypatch)
 
 @pytest.mark.parametrize("label", ["5", "", None, "two"])
 def test_casehold_label_outside_0_to_4_is_an_error(no_data_folder, monkeypatch, label):
-    monkeypatch.setattr(data_module, "_from_hub", _FakeHub([_casehold_row(0, "1"), _casehold_row(1, label)]))
+    _patch_hub(monkeypatch, _FakeHub([_casehold_row(0, "1"), _casehold_row(1, label)]))
     with pytest.raises(ValueError, match=r"casehold/casehold \(test\): record #1 has label"):
         load_casehold("test")
 
@@ -169,9 +181,9 @@ def _hub_down(*args, **kwargs):
 MISSING = [  # loader, split, what the message must name
     (load_snips, "test", ("SNIPS", "snips/{train,dev,test}/{seq.in,label}", "'benayas/snips'")),
     (load_casehold, "test", ("CaseHOLD", "only on the Hugging Face hub", "'casehold/casehold'")),
-    (data_module.load_sst2, "test", ("SST-2", "sst2/{train,dev,test}.tsv", "'stanfordnlp/sst2'")),
-    (data_module.load_trec, "test", ("TREC", "trec/{train,test}.txt", "'CogComp/trec'")),
-    (data_module.load_gsm8k, "test", ("GSM8K", "gsm8k/{train,test}.jsonl", "'openai/gsm8k'")),
+    (llm2llm_datasets.load_sst2, "test", ("SST-2", "sst2/{train,dev,test}.tsv", "'stanfordnlp/sst2'")),
+    (llm2llm_datasets.load_trec, "test", ("TREC", "trec/{train,test}.txt", "'CogComp/trec'")),
+    (gsm8k_module.load_gsm8k, "test", ("GSM8K", "gsm8k/{train,test}.jsonl", "'openai/gsm8k'")),
 ]
 
 

@@ -6,10 +6,9 @@ import time
 
 import pytest
 
-from helpers.judge import (
-    JUDGES, JudgeNotAvailableError, KeywordJudge, ProbeJudge, compare_judges, get_judge, judge_report,
-    labelled_responses,
-)
+from helpers.safeedit.judge import JUDGES, JudgeNotAvailableError, KeywordJudge, compare_judges, get_judge, judge_report
+from helpers.safeedit.judge_data import labelled_responses
+from helpers.safeedit.probe import ProbeJudge
 
 #: The stated floor for the offline judge on the held-out labelled responses.
 PROBE_ACCURACY_FLOOR = 0.8

@@ -10,13 +10,18 @@ import json
 
 import pytest
 
-from helpers.data import load_gsm8k
-from helpers.gsm8k_teacher import (NotTemplatable, ProgrammaticGSM8KTeacher, build_template, seed_from_prompt,
-                                   teacher_prompt)
-from helpers.io import read_jsonl
-from helpers.llm2llm import (GSM8KTask, NearDuplicateIndex, read_gsm8k_file, rouge_l, run_llm2llm,
-                             strip_annotations)
-from helpers.teacher import NAMED_TEACHERS, Teacher, get_teacher
+from helpers.common.io import read_jsonl
+from helpers.common.teacher import NAMED_TEACHERS, Teacher, get_teacher
+from helpers.common.text import NearDuplicateIndex, rouge_l
+from helpers.llm2llm.gsm8k import GSM8KTask, load_gsm8k, read_gsm8k_file, strip_annotations
+from helpers.llm2llm.gsm8k_teacher import (
+    NotTemplatable,
+    ProgrammaticGSM8KTeacher,
+    build_template,
+    seed_from_prompt,
+    teacher_prompt,
+)
+from helpers.llm2llm.loop import run_llm2llm
 
 NATALIA_Q = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
              "How many clips did Natalia sell altogether in April and May?")
@@ -36,7 +41,7 @@ def tiny_student(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from helpers.models import load_model, load_tokenizer
+    from helpers.common.models import load_model, load_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny_student")
     tokenizer = load_tokenizer(None)
@@ -121,8 +126,8 @@ def test_near_duplicate_index_finds_near_copies_only():
 # student fine-tuning
 # ----------------------------------------------------------------------------------------------------
 def test_training_text_is_the_evaluation_prompt_plus_response(tiny_student):
-    from helpers.generation import chat_prompt
-    from helpers.student import IGNORE_INDEX, encode_example
+    from helpers.common.generation import chat_prompt
+    from helpers.common.training import IGNORE_INDEX, encode_example
 
     _, _, tokenizer = tiny_student
     encoded = encode_example(tokenizer, "What is 2+2?", "2+2 = 4\n#### 4")
@@ -133,8 +138,8 @@ def test_training_text_is_the_evaluation_prompt_plus_response(tiny_student):
 
 
 def test_finetune_learns_is_seeded_and_leaves_the_base_untouched(tiny_student):
-    from helpers.models import parameter_checksum
-    from helpers.student import finetune, mean_loss
+    from helpers.common.models import parameter_checksum
+    from helpers.common.training import finetune, mean_loss
 
     _, model, tokenizer = tiny_student
     examples = [{"prompt": f"Say the number {n}.", "response": f"#### {n}"} for n in range(4)]
@@ -151,7 +156,7 @@ def test_finetune_learns_is_seeded_and_leaves_the_base_untouched(tiny_student):
 def test_finetune_train_layers_and_lora(tiny_student):
     import torch
 
-    from helpers.student import finetune
+    from helpers.common.training import finetune
 
     _, model, tokenizer = tiny_student
     examples = [{"prompt": "Hi", "response": "#### 1"}, {"prompt": "Yo", "response": "#### 2"}]
@@ -165,7 +170,7 @@ def test_finetune_train_layers_and_lora(tiny_student):
 
 
 def test_finetune_rejects_bad_examples(tiny_student):
-    from helpers.student import finetune
+    from helpers.common.training import finetune
 
     _, model, tokenizer = tiny_student
     with pytest.raises(ValueError, match="example 1 has no 'response'"):
@@ -176,10 +181,10 @@ def test_finetune_rejects_bad_examples(tiny_student):
 # GSM8K task: answer extraction and teacher replies
 # ----------------------------------------------------------------------------------------------------
 def test_answer_extraction_and_scoring(monkeypatch):
-    import helpers.generation
+    import helpers.common.generation
 
     outputs = ["She has 1,250.00 dollars.\n#### 1,250.00", "The answer is $36.", "I am not sure.", "#### 8"]
-    monkeypatch.setattr(helpers.generation, "generate", lambda model, tok, prompts, **kw: outputs[:len(prompts)])
+    monkeypatch.setattr(helpers.common.generation, "generate", lambda model, tok, prompts, **kw: outputs[:len(prompts)])
     records = [{"question": f"q{i}", "answer": "", "gold": g} for i, g in enumerate(["1250", "36", "3", "7"])]
     results = GSM8KTask().predict(None, None, records, progress=False)
     assert [r["prediction"] for r in results] == ["1250", "36", None, "8"]
@@ -359,7 +364,7 @@ def test_gsm8k_file_errors_name_file_record_and_field(tmp_path):
 
 
 def test_run_folder_written_before_the_runlog_resumes(full_run, tiny_student, tmp_path, monkeypatch):
-    import helpers.student
+    import helpers.common.training
 
     summary, _, _ = full_run
     _, model, tokenizer = tiny_student
@@ -369,8 +374,8 @@ def test_run_folder_written_before_the_runlog_resumes(full_run, tiny_student, tm
     assert [r["key"] for r in read_jsonl(out / "run_log.jsonl")] == ["seeds", "iteration_00"]
     (out / "run_log.jsonl").unlink()  # as an older version left the folder: config.json and metrics.json only
     trained = []
-    finetune = helpers.student.finetune
-    monkeypatch.setattr(helpers.student, "finetune", lambda *a, **k: trained.append(1) or finetune(*a, **k))
+    finetune = helpers.common.training.finetune
+    monkeypatch.setattr(helpers.common.training, "finetune", lambda *a, **k: trained.append(1) or finetune(*a, **k))
     resumed = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=2, out_dir=out, student=(model, tokenizer),
                           **LOOP)
     assert resumed["iterations"] == summary["iterations"] and len(trained) == 2  # iterations 1 and 2 only
@@ -392,7 +397,7 @@ def test_seed_size_larger_than_the_pool_writes_nothing(tiny_student, tmp_path):
 
 
 def test_classification_seed_sample_is_never_silently_smaller(shared_data):
-    from helpers.classification import make_task
+    from helpers.llm2llm.classification import make_task
 
     task = make_task("trec")
     records = [{"text": f"what is {i}?", "label": "DESC"} for i in range(5)]
@@ -408,8 +413,8 @@ def test_students_predict_through_a_server_by_their_saved_folders(tiny_student, 
 
     from test_backend import FakeOpenAIServer
 
-    from helpers.backend import ServerBackend
     from helpers.cli import main
+    from helpers.common.backend import ServerBackend
 
     _, model, tokenizer = tiny_student
     seen = []

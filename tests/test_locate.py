@@ -1,4 +1,4 @@
-"""Toxic-layer localisation (helpers.locate): distances, argmax, module names, bad generations."""
+"""Toxic-layer localisation (helpers.detox.locate): distances, argmax, module names, bad generations."""
 from __future__ import annotations
 
 import copy
@@ -6,10 +6,21 @@ import copy
 import pytest
 import torch
 
-from helpers.data import SafeEditFormatError
-from helpers.locate import (MODULE_NAMES, UnsupportedModelError, agreement, distances_from_hidden,
-                            locate_records, locate_toxic_layer, pair_inputs, record_distances,
-                            reused_first_layer, toxic_layer_from_distances, wv_module, wv_module_name)
+from helpers.detox.locate import (
+    MODULE_NAMES,
+    UnsupportedModelError,
+    agreement,
+    distances_from_hidden,
+    locate_records,
+    locate_toxic_layer,
+    pair_inputs,
+    record_distances,
+    reused_first_layer,
+    toxic_layer_from_distances,
+    wv_module,
+    wv_module_name,
+)
+from helpers.safeedit.data import SafeEditFormatError
 
 
 @pytest.fixture(autouse=True, scope="module")

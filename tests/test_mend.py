@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import tiny_causal_lm
 
-from helpers.data import load_safeedit
-from helpers.mend import MENDEditorNet, MENDMethod, RunningNorm, capture_factors
-from helpers.baselines import tiny_causal_lm
-from helpers.models import load_tokenizer, parameter_checksum
+from helpers.common.models import load_tokenizer, parameter_checksum
+from helpers.detox.mend import MENDEditorNet, MENDMethod, RunningNorm, capture_factors
+from helpers.safeedit.data import load_safeedit
 
 pytestmark = pytest.mark.slow
 TINY = {"max_prompt_tokens": 32, "max_target_tokens": 16, "max_loc_tokens": 24, "hidden": 16, "progress": False}

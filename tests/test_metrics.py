@@ -5,9 +5,19 @@ import math
 
 import pytest
 
-from helpers.metrics import (
-    METRIC_KEYS, aggregate_safety, evaluate_csum, evaluate_kqa, first_sentence, fluency, general_performance,
-    kqa_match, ngram_entropy, normalize_answer, rouge1, safe_share,
+from helpers.safeedit.metrics import (
+    METRIC_KEYS,
+    aggregate_safety,
+    evaluate_csum,
+    evaluate_kqa,
+    first_sentence,
+    fluency,
+    general_performance,
+    kqa_match,
+    ngram_entropy,
+    normalize_answer,
+    rouge1,
+    safe_share,
 )
 
 

@@ -3,9 +3,17 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.generation import chat_prompt, generate, truncate
-from helpers.models import (EMBEDDED_NAME, ModelNotAvailableError, embedded_model_dir, is_embedded_cached,
-                            load_model, parameter_checksum, pick_dtype, resolve_model_path)
+from helpers.common.generation import chat_prompt, generate, truncate
+from helpers.common.models import (
+    EMBEDDED_NAME,
+    ModelNotAvailableError,
+    embedded_model_dir,
+    is_embedded_cached,
+    load_model,
+    parameter_checksum,
+    pick_dtype,
+    resolve_model_path,
+)
 
 
 def test_embedded_model_is_cached_as_safetensors(embedded):

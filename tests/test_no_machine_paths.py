@@ -30,11 +30,11 @@ def test_no_absolute_machine_path_in_committed_outputs():
             match = pattern.search(line)
             if match:
                 hits.append(f"{name}:{number}: …{line[max(0, match.start() - 40):match.end() + 40]}…")
-    assert not hits, "absolute machine paths (print paths with helpers.config.display_path):\n" + "\n".join(hits[:20])
+    assert not hits, "absolute machine paths (print paths with helpers.common.config.display_path):\n" + "\n".join(hits[:20])
 
 
 def test_display_path_is_relative(tmp_path, monkeypatch):
-    from helpers.config import display_path
+    from helpers.common.config import display_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "results").mkdir()

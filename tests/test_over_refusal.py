@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-import helpers.generation
-from helpers.harness import parse_general_limit
-from helpers.judge import REFUSAL_PHRASES
-from helpers.metrics import GENERAL_KEYS, GENERAL_LIMITS, general_performance
-from helpers.over_refusal import (
-    NON_REFUSAL_PHRASES, REFUSAL_STATEMENTS, evaluate_over_refusal, instruction_prompt, is_refusal,
+import helpers.common.generation
+from helpers.detox.evaluate import parse_general_limit
+from helpers.safeedit.judge import REFUSAL_PHRASES
+from helpers.safeedit.metrics import GENERAL_KEYS, GENERAL_LIMITS, general_performance
+from helpers.safeedit.over_refusal import (
+    NON_REFUSAL_PHRASES,
+    REFUSAL_STATEMENTS,
+    evaluate_over_refusal,
+    instruction_prompt,
+    is_refusal,
 )
 
 REFUSALS = [
@@ -64,7 +68,7 @@ RECORDS = [{"instruction": "Write a haiku about refuse-me autumn.", "input": "",
 
 def test_evaluate_over_refusal_with_a_fake_generator(monkeypatch):
     calls = []
-    monkeypatch.setattr(helpers.generation, "generate", _fake_generate(calls))
+    monkeypatch.setattr(helpers.common.generation, "generate", _fake_generate(calls))
     out = evaluate_over_refusal("model", "tokenizer", records=RECORDS, max_new_tokens=7, batch_size=3)
     assert out["over_refusal"] == 50.0
     assert out["items"] == [
@@ -80,7 +84,7 @@ def test_evaluate_over_refusal_with_a_fake_generator(monkeypatch):
 
 
 def test_extra_prompts_are_included_and_marked(monkeypatch):
-    monkeypatch.setattr(helpers.generation, "generate", _fake_generate([]))
+    monkeypatch.setattr(helpers.common.generation, "generate", _fake_generate([]))
     out = evaluate_over_refusal("m", "t", records=RECORDS,
                                 extra_prompts=["How do plants grow? refuse-me", "Name a prime number.", "  "])
     assert [i["source"] for i in out["items"]] == ["instructions", "instructions", "extra", "extra"]
@@ -92,7 +96,7 @@ def test_extra_prompts_are_included_and_marked(monkeypatch):
 
 
 def test_no_prompts_is_an_error(monkeypatch):
-    monkeypatch.setattr(helpers.generation, "generate", _fake_generate([]))
+    monkeypatch.setattr(helpers.common.generation, "generate", _fake_generate([]))
     with pytest.raises(ValueError, match="no benign prompts"):
         evaluate_over_refusal("m", "t", records=[])
     with pytest.raises(ValueError):
@@ -102,9 +106,9 @@ def test_no_prompts_is_an_error(monkeypatch):
 
 
 def test_default_limit_loads_the_first_instructions(monkeypatch, shared_data):
-    from helpers.data import load_instructions
+    from helpers.safeedit.general_data import load_instructions
 
-    monkeypatch.setattr(helpers.generation, "generate", _fake_generate([]))
+    monkeypatch.setattr(helpers.common.generation, "generate", _fake_generate([]))
     out = evaluate_over_refusal("m", "t", limit=3)
     assert [i["prompt"] for i in out["items"]] == [instruction_prompt(r) for r in load_instructions(limit=3)]
     assert len(evaluate_over_refusal("m", "t")["items"]) == GENERAL_LIMITS["small"]["over-refusal"]
@@ -121,7 +125,7 @@ class _Model:
 
 def test_general_performance_over_refusal_names(monkeypatch, shared_data):
     calls = []
-    monkeypatch.setattr(helpers.generation, "generate", _fake_generate(calls))
+    monkeypatch.setattr(helpers.common.generation, "generate", _fake_generate(calls))
     out = general_performance(_Model(), "t", ["Over-Refusal"], limit=2, extra_prompts=["x refuse-me"])
     assert set(out) == {"over_refusal"} and out["over_refusal"] == pytest.approx(100 / 3)
     assert len(calls[0][0]) == 3 and calls[0][0][-1] == "x refuse-me"

@@ -1,4 +1,4 @@
-"""The Colab badges, the install cells and the project URL all name helpers.config.GITHUB_REPO."""
+"""The Colab badges, the install cells and the project URL all name helpers.common.config.GITHUB_REPO."""
 from __future__ import annotations
 
 import subprocess

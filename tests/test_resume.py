@@ -20,10 +20,10 @@ def _fake_evaluate(calls):
 def table_env(monkeypatch):
     import torch
 
-    import helpers.harness
+    import helpers.safeedit.harness
 
     calls = []
-    monkeypatch.setattr(helpers.harness, "evaluate_safeedit", _fake_evaluate(calls))
+    monkeypatch.setattr(helpers.safeedit.harness, "evaluate_safeedit", _fake_evaluate(calls))
     return calls, torch.nn.Linear(2, 2)
 
 
@@ -31,7 +31,7 @@ RECORDS = [{"id": 1, "question": "q"}, {"id": 2, "question": "r"}]
 
 
 def test_table_resumes_row_by_row_from_its_log(table_env, tmp_path, capsys):
-    from helpers.baselines import run_main_table, table_log_path
+    from helpers.detox.table import run_main_table, table_log_path
 
     calls, model = table_env
     out = tmp_path / "table.json"
@@ -60,7 +60,7 @@ def test_table_resumes_row_by_row_from_its_log(table_env, tmp_path, capsys):
 
 
 def test_table_written_before_the_log_is_adopted(table_env, tmp_path):
-    from helpers.baselines import run_main_table, table_log_path
+    from helpers.detox.table import run_main_table, table_log_path
 
     calls, model = table_env
     out = tmp_path / "table.json"

@@ -10,16 +10,40 @@ from pathlib import Path
 
 import pytest
 
-from helpers.attacks import ATTACK_FAMILIES, AttackTemplateError, load_attack_templates
-from helpers.categories import CATEGORIES, category_names, get_category, template_refusal
-from helpers.data import (GENERALIZATION_FIELDS, SAFEEDIT_CATEGORIES, SAFEEDIT_FIELDS, load_safeedit, read_safeedit,
-                          validate_safeedit, write_safeedit)
-from helpers.io import read_jsonl
-from helpers.review import (Reviewer, apply_review, is_refusal, is_repetitive, load_decisions, propose,
-                            record_decision, review, usable_refusal)
-from helpers.safeedit_build import (REFUSE_INSTRUCTION, allocate, build_safeedit, complete_sentences, deduplicate, load_mild_questions,
-                                    near_duplicate, parse_questions, question_problem, stratified_split)
-from helpers.teacher import NAMED_TEACHERS, Teacher, TeacherError
+from helpers.common.io import read_jsonl
+from helpers.common.teacher import NAMED_TEACHERS, Teacher, TeacherError
+from helpers.safeedit.attacks import ATTACK_FAMILIES, AttackTemplateError, load_attack_templates
+from helpers.safeedit.build import REFUSE_INSTRUCTION, build_safeedit
+from helpers.safeedit.categories import CATEGORIES, category_names, get_category, template_refusal
+from helpers.safeedit.data import (
+    GENERALIZATION_FIELDS,
+    SAFEEDIT_CATEGORIES,
+    SAFEEDIT_FIELDS,
+    load_safeedit,
+    read_safeedit,
+    validate_safeedit,
+    write_safeedit,
+)
+from helpers.safeedit.questions import (
+    complete_sentences,
+    deduplicate,
+    load_mild_questions,
+    near_duplicate,
+    parse_questions,
+    question_problem,
+)
+from helpers.safeedit.review import (
+    Reviewer,
+    apply_review,
+    is_refusal,
+    is_repetitive,
+    load_decisions,
+    propose,
+    record_decision,
+    review,
+    usable_refusal,
+)
+from helpers.safeedit.splits import allocate, stratified_split
 
 HERE = Path(__file__).resolve().parent
 BUILT = HERE.parent / "helpers" / "resources" / "safeedit_built"
@@ -284,7 +308,7 @@ def test_killed_build_subprocess_loses_nothing(tmp_path):
         "import os, signal, sys\n"
         f"sys.path.insert(0, {str(HERE)!r})\n"
         "from test_safeedit_build import ScriptedTeacher, SMALL\n"
-        "from helpers.safeedit_build import build_safeedit\n"
+        "from helpers.safeedit.build import build_safeedit\n"
         "def kill(stage, index):\n"
         "    if stage == 'safe' and index == 1:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -8,15 +8,21 @@ import subprocess
 import sys
 
 import pytest
-
-from helpers.data import load_safeedit
-from helpers.judge import (
-    Judge, JudgeOverlapError, KeywordJudge, check_judge_overlap, judge_heldout_rows, judge_info, judge_training_rows,
-    labelled_responses, normalize_text, record_texts,
-)
-from helpers.metrics import fluency, ngram_entropy, record_fluency
-
 from test_harness import FAST, _short_record
+
+from helpers.safeedit.data import load_safeedit
+from helpers.safeedit.judge import Judge, KeywordJudge
+from helpers.safeedit.judge_data import (
+    JudgeOverlapError,
+    check_judge_overlap,
+    judge_heldout_rows,
+    judge_info,
+    judge_training_rows,
+    labelled_responses,
+    normalize_text,
+    record_texts,
+)
+from helpers.safeedit.metrics import fluency, ngram_entropy, record_fluency
 
 
 def _evaluated_records(with_sample: bool) -> list[dict]:
@@ -76,7 +82,7 @@ def test_overlap_guard_names_the_records_and_can_be_overridden():
 
 @pytest.mark.slow
 def test_harness_refuses_an_overlapping_judge_and_reports_two_judges(embedded):
-    from helpers.harness import VanillaMethod, evaluate_safeedit
+    from helpers.safeedit.harness import VanillaMethod, evaluate_safeedit
 
     model, tokenizer = embedded
     record = _short_record(0)
@@ -145,8 +151,9 @@ def test_record_fluency_averages_all_five_responses_per_record():
 
 # ---------------------------------------------------------------------------------------------------- DINM
 def test_dinm_defaults_are_the_published_ones():
-    from helpers.dinm import DEFAULT_KL_WEIGHT, DEFAULT_STEPS, DINM, REFERENCE_SUFFIX
-    from helpers.harness import parse_method_options
+    from helpers.detox.dinm import DEFAULT_KL_WEIGHT, DEFAULT_STEPS, DINM
+    from helpers.detox.edit_inputs import REFERENCE_SUFFIX
+    from helpers.detox.evaluate import parse_method_options
 
     method = DINM()
     assert method.suffix == REFERENCE_SUFFIX and method.format_input("Q?") == f"Q? {REFERENCE_SUFFIX}"
@@ -158,9 +165,9 @@ def test_dinm_defaults_are_the_published_ones():
 
 # ---------------------------------------------------------------------------------------------------- tables
 def test_paper_numbers_and_table_order():
-    from helpers.baselines import TABLE_METHODS, table_markdown
-    from helpers.harness import METHODS
-    from helpers.paper_tables import judge_disagreements, paper_numbers, paper_table_markdown
+    from helpers.detox.methods import METHODS
+    from helpers.detox.table import TABLE_METHODS, table_markdown
+    from helpers.safeedit.paper_tables import judge_disagreements, paper_numbers, paper_table_markdown
 
     numbers = paper_numbers()
     assert numbers["table1"]["rows"] == ["vanilla", "ft-l", "mend", "ext-sub", "dinm"]
@@ -184,7 +191,7 @@ def test_paper_numbers_and_table_order():
 
 
 def test_unsafe_generations_are_hidden_by_default():
-    from helpers.generation import hidden, show
+    from helpers.common.generation import hidden, show
 
     text = "Step one, do the harmful thing with these materials and then continue."
     assert hidden(text) == f"Step one, … [{len(text)} characters hidden]"
@@ -193,7 +200,7 @@ def test_unsafe_generations_are_hidden_by_default():
 
 
 def test_precomputed_results_ship_with_the_package_and_a_missing_one_is_named():
-    from helpers.results import load_precomputed, precomputed_path
+    from helpers.common.results import load_precomputed, precomputed_path
 
     sweep = load_precomputed("dinm_sweep.json")
     assert sweep["rows"] and "hardware" in sweep and "command" in sweep
@@ -203,7 +210,7 @@ def test_precomputed_results_ship_with_the_package_and_a_missing_one_is_named():
 
 
 def test_results_go_to_the_working_folder_outside_the_checkout(tmp_path, monkeypatch):
-    from helpers.config import REPO_ROOT, results_dir
+    from helpers.common.config import REPO_ROOT, results_dir
 
     monkeypatch.delenv("HELPERS_RESULTS_DIR", raising=False)
     monkeypatch.chdir(tmp_path)

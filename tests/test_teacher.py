@@ -7,9 +7,15 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from local_server import LocalHTTPServer
 
-from helpers.io import read_jsonl
-from helpers.teacher import (NAMED_TEACHERS, HFTeacher, OpenAICompatibleTeacher, Teacher, TeacherError,
-                             get_teacher)
+from helpers.common.io import read_jsonl
+from helpers.common.teacher import (
+    NAMED_TEACHERS,
+    HFTeacher,
+    OpenAICompatibleTeacher,
+    Teacher,
+    TeacherError,
+    get_teacher,
+)
 
 
 class FakeEndpoint(LocalHTTPServer):
@@ -158,12 +164,12 @@ def test_a_host_that_never_answers_fails_within_the_connect_timeout(monkeypatch)
     import socket
     import time
 
-    import helpers.teacher
+    import helpers.common.teacher
 
     def hang(address, timeout=None, **kwargs):
         time.sleep(30)
 
-    monkeypatch.setattr(helpers.teacher.socket, "create_connection", hang)
+    monkeypatch.setattr(helpers.common.teacher.socket, "create_connection", hang)
     teacher = OpenAICompatibleTeacher("m", base_url="http://10.255.255.1:8000/v1", connect_timeout=0.5)
     started = time.monotonic()
     with pytest.raises(TeacherError, match=r"cannot reach http://10\.255\.255\.1:8000/v1 \(no connection within"):
@@ -173,8 +179,8 @@ def test_a_host_that_never_answers_fails_within_the_connect_timeout(monkeypatch)
 
 
 def test_check_teacher_refuses_bad_names_before_anything_loads(monkeypatch):
-    from helpers.models import ModelNotAvailableError
-    from helpers.teacher import check_teacher
+    from helpers.common.models import ModelNotAvailableError
+    from helpers.common.teacher import check_teacher
 
     check_teacher("programmatic-gsm8k")
     check_teacher(None)

@@ -1,0 +1,128 @@
+"""Batched chat generation: chat template, left padding, greedy by default, seeded sampling optional."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+Message = dict  # {"role": "user" | "system" | "assistant", "content": str}
+
+
+def to_messages(prompt: str | Sequence[Message], system: str | None = None) -> list[Message]:
+    """A prompt as chat messages: a plain string becomes one user turn (after an optional system turn)."""
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        messages = [dict(m) for m in prompt]
+    if system is not None and (not messages or messages[0]["role"] != "system"):
+        messages = [{"role": "system", "content": system}] + messages
+    return messages
+
+
+def chat_prompt(tokenizer, prompt: str | Sequence[Message], system: str | None = None) -> str:
+    """The text the model sees for ``prompt``, with the generation prompt appended.
+
+    Tokenizers without a chat template get a plain ``User: … Assistant:`` format.
+    """
+    messages = to_messages(prompt, system)
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n".join(lines) + "\nAssistant:"
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str | Sequence[Message]],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    system: str | None = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    max_input_tokens: int | None = 1024,
+    progress: bool = True,
+    desc: str = "generating",
+    use_chat_template: bool = True,
+) -> list[str]:
+    """Generate one reply per prompt, ``batch_size`` prompts at a time; returns decoded strings.
+
+    Greedy by default (deterministic). With ``do_sample=True`` pass ``seed`` for reproducible sampling.
+    Inputs longer than ``max_input_tokens`` keep their *last* tokens (where the question usually is).
+    Prompts are sorted by length inside the call so batches waste little padding; the output keeps the
+    input order.
+
+    ``model`` may be a :class:`helpers.common.backend.ServerBackend` (``tokenizer`` then unused): the prompts go to
+    its OpenAI-compatible server as chat messages, with the same greedy/sampling settings.
+    """
+    if getattr(model, "is_server_backend", False):
+        return model.generate(prompts, max_new_tokens=max_new_tokens, system=system, do_sample=do_sample,
+                              temperature=temperature, top_p=top_p, seed=seed, use_chat_template=use_chat_template,
+                              progress=progress, desc=desc)
+    import torch
+
+    if isinstance(prompts, (str, dict)):
+        raise TypeError("generate() takes a list of prompts; wrap a single prompt in a list")
+    texts = [chat_prompt(tokenizer, p, system) if use_chat_template else str(p) for p in prompts]
+    if not texts:
+        return []
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    outputs: list[str | None] = [None] * len(texts)
+    device = next(model.parameters()).device
+    if seed is not None:
+        torch.manual_seed(seed)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    was_training = model.training
+    model.eval()
+    gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id)
+    if do_sample:
+        gen_kwargs.update(temperature=temperature, top_p=top_p)
+    else:
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    for batch in tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False):
+        tokenizer.truncation_side = "left"
+        enc = tokenizer(
+            [texts[i] for i in batch],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+            truncation=max_input_tokens is not None,
+            max_length=max_input_tokens,
+        ).to(device)
+        with torch.no_grad():
+            out = model.generate(**enc, **gen_kwargs)
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        for i, row in zip(batch, new_tokens):
+            outputs[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+    if was_training:
+        model.train()
+    return outputs  # type: ignore[return-value]
+
+
+def chat(model, tokenizer, prompt: str, **kwargs) -> str:
+    """One reply to one prompt (a convenience wrapper around :func:`generate`)."""
+    kwargs.setdefault("progress", False)
+    return generate(model, tokenizer, [prompt], **kwargs)[0]
+
+
+def truncate(text: str, limit: int = 160) -> str:
+    """Shorten ``text`` for display (unsafe generations are shown truncated by default)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def hidden(text: str, words: int = 2) -> str:
+    """An unsafe generation as shown by default: its first few words and its length, the rest hidden."""
+    head = " ".join(text.split()[:words])
+    return f"{head} … [{len(text)} characters hidden]"
+
+
+def show(text: str, unsafe: bool, *, reveal: bool = False, limit: int = 160) -> str:
+    """What a notebook prints of a generation: truncated when safe (or when ``reveal``), else :func:`hidden`."""
+    return truncate(text, limit) if reveal or not unsafe else hidden(text)

@@ -1,0 +1,100 @@
+"""``python -m helpers llm2llm``: the LLM2LLM loop from the command line (chapters 07–08)::
+
+    python -m helpers llm2llm --dataset gsm8k --seed-size 74 --iterations 3 --test-size 200 --out runs/gsm8k
+    python -m helpers llm2llm --dataset trec --seed-size 24 --iterations 2 --out runs/trec
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .loop import check_backend_task, run_llm2llm
+from .task import get_task
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------
+def add_arguments_llm2llm(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="task name: gsm8k (chapter 07), sst2, trec, snips, casehold (chapter 08)")
+    parser.add_argument("--seed-size", type=int, required=True, help="number of seed training examples (1%% of GSM8K train = 74)")
+    parser.add_argument("--iterations", type=int, required=True, help="augmentation rounds K (K+1 students; iteration 0 = seed only)")
+    parser.add_argument("--test-size", type=int, default=None, help="evaluate on the first M test problems (default: all)")
+    parser.add_argument("--teacher", default=None,
+                        help="teacher: programmatic-gsm8k (default for gsm8k, offline), embedded, a local model folder, "
+                             "a hub id, or openai:MODEL (HELPERS_TEACHER_BASE_URL / HELPERS_TEACHER_API_KEY)")
+    parser.add_argument("--out", required=True, help="run folder (created; a rerun resumes it)")
+    parser.add_argument("--per-wrong", type=int, default=1, help="teacher replies per wrongly answered seed example")
+    parser.add_argument("--student", default=None, help="student model (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    parser.add_argument("--max-length", type=int, default=512, help="training sequence length (tokens)")
+    parser.add_argument("--lora", action="store_true", help="LoRA instead of full fine-tuning")
+    parser.add_argument("--train-layers", type=int, default=None, help="train only the last N blocks (CPU speed knob)")
+    parser.add_argument("--continue-training", action="store_true", help="continue from the previous student instead of retraining from the base model")
+    parser.add_argument("--evaluate-on", choices=("train", "seed"), default="train",
+                        help="find mistakes on the whole training data (paper) or on the seeds only (cheaper)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="student generation length (gsm8k default 256)")
+    parser.add_argument("--eval-batch-size", type=int, default=8)
+    parser.add_argument("--teacher-temperature", type=float, default=0.7)
+    parser.add_argument("--zero-shot", action="store_true", help="also evaluate the untrained student")
+    parser.add_argument("--save-model", action="store_true", help="keep the newest student in OUT/student_NN (for gsm8k-eval --model)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--no-progress", action="store_true")
+    from ..common.backend import add_backend_arguments
+
+    add_backend_arguments(parser, help="gsm8k: generate the students' predictions through an OpenAI-compatible "
+                                       "server that loads models by path (transformers serve started without a "
+                                       "model); each student is requested by its saved folder, so MODEL is only a "
+                                       "label (e.g. openai:students)")
+
+
+def main_llm2llm(args: argparse.Namespace) -> int:
+    from ..common.backend import backend_from_args, parse_backend
+    from ..common.checks import above, at_least, check_model_name, check_output_folder
+
+    # every argument is checked before any model loads and before anything is written (run_llm2llm checks the
+    # run folder's settings, the teacher, the data and the seed size the same way)
+    at_least(args, 1, "seed_size", "test_size", "per_wrong", "batch_size", "max_length", "max_new_tokens",
+             "eval_batch_size", "train_layers")
+    at_least(args, 0, "iterations", "lr", "teacher_temperature")
+    above(args, 0, "epochs")
+    check_output_folder(args.out)
+    check_model_name(args.student, "--student")
+    task = get_task(args.dataset)
+    if parse_backend(args.backend) is not None:
+        check_backend_task(task, args.lora)
+    backend = backend_from_args(args)  # flags checked and the server reached before anything trains
+    if args.max_new_tokens is not None:
+        if not hasattr(task, "max_new_tokens"):
+            raise SystemExit(f"--max-new-tokens does not apply to {args.dataset}")
+        task.max_new_tokens = args.max_new_tokens
+    summary = run_llm2llm(
+        task, args.teacher, seed_size=args.seed_size, iterations=args.iterations, out_dir=args.out,
+        per_wrong=args.per_wrong, test_size=args.test_size, student_name=args.student, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, max_length=args.max_length, lora=args.lora, train_layers=args.train_layers,
+        continue_training=args.continue_training, evaluate_on=args.evaluate_on,
+        teacher_temperature=args.teacher_temperature, eval_batch_size=args.eval_batch_size, seed=args.seed,
+        device=args.device, zero_shot=args.zero_shot, save_model=args.save_model, progress=not args.no_progress,
+        backend=backend)
+    print(format_summary(summary))
+    print(f"written: {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    """A small text table of a run's iterations."""
+    lines = [f"{summary['task']} · teacher {summary['teacher']} · student {summary['config']['student']}",
+             "iteration  train_size  wrong  new_examples  test_accuracy"]
+    for e in summary["iterations"]:
+        lines.append(f"{e['iteration']:>9}  {e['train_size']:>10}  {_dash(e['wrong']):>5}  "
+                     f"{_dash(e['new_examples']):>12}  {e['test_accuracy']:>13.3f}")
+    if "zero_shot_test_accuracy" in summary:
+        lines.append(f"zero-shot test accuracy: {summary['zero_shot_test_accuracy']:.3f}")
+    return "\n".join(lines)
+
+
+def _dash(value) -> str:
+    return "-" if value is None else str(value)
