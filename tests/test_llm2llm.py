@@ -396,6 +396,16 @@ def test_seed_size_larger_than_the_pool_writes_nothing(tiny_student, tmp_path):
     assert partial["iterations"][0]["train_size"] == 4
 
 
+def test_test_size_larger_than_the_split_writes_nothing(tiny_student, tmp_path):
+    _, model, tokenizer = tiny_student
+    out = tmp_path / "run"
+    n_test = len(SmallGSM8K().load("test"))
+    with pytest.raises(ValueError, match=rf"test size {n_test + 1} \(--test-size\) is more than the {n_test} records"):
+        run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=1, out_dir=out, student=(model, tokenizer),
+                    **dict(LOOP, test_size=n_test + 1))
+    assert not out.exists()
+
+
 def test_classification_seed_sample_is_never_silently_smaller(shared_data):
     from helpers.llm2llm.classification import make_task
 

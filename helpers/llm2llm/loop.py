@@ -153,6 +153,9 @@ def run_llm2llm(
     for split, rows in (("training", train_all), ("test", test_all)):
         if not rows:
             raise ValueError(f"the {task.name} {split} split is empty: nothing to {'train' if split == 'training' else 'test'} on")
+    if test_size is not None and test_size > len(test_all):
+        raise ValueError(f"test size {test_size} (--test-size) is more than the {len(test_all)} records of the "
+                         f"{task.name} test split")
     test_keys = {task.key(r) for r in test_all}
     test = test_all if test_size is None else test_all[:test_size]
     seed_path = out_dir / "seed.jsonl"
