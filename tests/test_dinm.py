@@ -194,8 +194,8 @@ def test_sweep_config_option():
     with pytest.raises(SystemExit, match="unknown keys \\['learning_rate'\\]"):
         parse_sweep_config('{"learning_rate": 1}')
     with pytest.raises(SystemExit, match="not JSON"):
-        parse_sweep_config("lr=1")
-    with pytest.raises(SystemExit, match="JSON object"):
+        parse_sweep_config('{"lr": 1')
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
         parse_sweep_config("[1]")
 
 

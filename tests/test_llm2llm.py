@@ -396,6 +396,16 @@ def test_seed_size_larger_than_the_pool_writes_nothing(tiny_student, tmp_path):
     assert partial["iterations"][0]["train_size"] == 4
 
 
+def test_test_size_larger_than_the_split_writes_nothing(tiny_student, tmp_path):
+    _, model, tokenizer = tiny_student
+    out = tmp_path / "run"
+    n_test = len(SmallGSM8K().load("test"))
+    with pytest.raises(ValueError, match=rf"test size {n_test + 1} \(--test-size\) is more than the {n_test} records"):
+        run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=1, out_dir=out, student=(model, tokenizer),
+                    **dict(LOOP, test_size=n_test + 1))
+    assert not out.exists()
+
+
 def test_classification_seed_sample_is_never_silently_smaller(shared_data):
     from helpers.llm2llm.classification import make_task
 
@@ -438,3 +448,58 @@ def test_students_predict_through_a_server_by_their_saved_folders(tiny_student, 
     assert main(["llm2llm", "--dataset", "sst2", "--seed-size", "2", "--iterations", "0", "--out", str(tmp_path / "x"),
                  "--backend", "openai:students"]) == 2
     assert "only gsm8k predicts through a generation server" in capsys.readouterr().err
+
+
+class _EchoTask:
+    """A model-free task: the 'student' gets every record whose text is in ``student`` right."""
+
+    name = "echo"
+
+    def predict(self, student, tokenizer, records, batch_size=8, progress=False):
+        return [{"output": "?", "correct": r["text"] in student} for r in records]
+
+    def key(self, record):
+        return record["text"]
+
+    def prompt(self, record):
+        return record["text"]
+
+    def target(self, record):
+        return "x"
+
+    def teacher_prompt(self, record, output):
+        return f"rewrite: {record['text']}"
+
+    def parse_teacher_reply(self, reply, parent):
+        return ([{"text": reply}], []) if reply else ([], [{"text": "", "reason": "empty reply"}])
+
+
+class _ListTeacher:
+    name = "list"
+
+    def __init__(self, replies):
+        self.replies, self.prompts = list(replies), []
+
+    def complete(self, prompts, **kwargs):
+        self.prompts += prompts
+        return [self.replies.pop(0) for _ in prompts]
+
+
+def test_one_round_sends_only_wrong_seeds_and_verifies_replies():
+    from helpers.llm2llm import llm2llm_round
+
+    data = [{"text": "seed one", "origin": "seed"}, {"text": "seed two", "origin": "seed"},
+            {"text": "seed three solved", "origin": "seed"}, {"text": "generated wrong", "origin": "generated"}]
+    teacher = _ListTeacher(["a brand new question", "a test question", "seed one", "", "another fresh one"])
+    done = llm2llm_round(_EchoTask(), teacher, {"seed three solved"}, None, data, {"a test question"}, iteration=1,
+                         per_wrong=2)
+    assert [r["text"] for r, _ in done.wrong] == ["seed one", "seed two", "generated wrong"]
+    assert teacher.prompts == ["rewrite: seed one"] * 2 + ["rewrite: seed two"] * 2  # never the generated one
+    assert [(a["text"], a["parent"], a["origin"], a["iteration"]) for a in done.accepted] == [
+        ("a brand new question", "seed one", "generated", 1)]
+    reasons = [r["reason"] for r in done.rejected]
+    assert reasons[0] == "the generated question is a test question"
+    assert reasons[1].startswith("duplicate") and reasons[2] == "empty reply"
+    seeds_only = llm2llm_round(_EchoTask(), _ListTeacher(["q"] * 4), set(), None, data, set(), iteration=2,
+                               evaluate_on="seed")
+    assert len(seeds_only.evaluated) == 3 and len(seeds_only.prompts) == 3

@@ -10,10 +10,10 @@ from .io import atomic_write_json, read_jsonl
 from .models import load_model, parameter_checksum
 from .results import hardware, load_precomputed, record_chapter
 from .teacher import get_teacher
-from .training import IGNORE_INDEX, encode_example
+from .training import IGNORE_INDEX, encode_example, finetune
 
 __all__ = [
     "DataNotAvailableError", "IGNORE_INDEX", "atomic_write_json", "chat_prompt", "collect", "encode_example",
-    "generate", "get_teacher", "hardware", "hidden", "load_model", "load_precomputed", "parameter_checksum",
+    "finetune", "generate", "get_teacher", "hardware", "hidden", "load_model", "load_precomputed", "parameter_checksum",
     "read_jsonl", "record_chapter", "results_dir", "set_seed", "show", "truncate",
 ]

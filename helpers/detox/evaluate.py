@@ -1,7 +1,8 @@
 """``python -m helpers safeedit-eval``: one detoxification method on SafeEdit records (chapters 02–06).
 
-The flags every SafeEdit command shares live here too (judges, ``--general``, ``--general-limit``,
-``--method-options``), so ``safeedit-table`` and ``dinm-sweep`` read them the same way::
+The flags every SafeEdit command shares live here too (:func:`add_safeedit_arguments`: records, model, judges,
+answer and input budgets, general performance, seed) and one syntax for options, ``KEY=VALUE``
+(:func:`parse_method_options`), so ``safeedit-table`` and ``dinm-sweep`` read them the same way::
 
     python -m helpers safeedit-eval --data sample --method dinm --limit 3 --out results/dinm_sample.json
 """
@@ -16,24 +17,37 @@ from .methods import METHODS, _method_class, get_method
 # ----------------------------------------------------------------------------------------------------
 # CLI: python -m helpers safeedit-eval
 # ----------------------------------------------------------------------------------------------------
-def add_arguments(parser) -> None:
-    parser.add_argument("--data", default="sample",
-                        help="a SafeEdit JSON file (official schema), or 'sample' / 'built' (default: sample)")
-    parser.add_argument("--split", default="test", help="split for --data built (default: test)")
-    parser.add_argument("--method", default="vanilla", choices=sorted(METHODS))
-    parser.add_argument("--model", default=None, help="model name (default: the embedded smollm2-135m-instruct)")
+def add_safeedit_arguments(parser, *, data: str = "sample", split: str = "test", limit: int | None = None,
+                           general: str = "") -> None:
+    """The flags every SafeEdit command shares, with one name and one default each (``safeedit-eval``,
+    ``safeedit-table``, ``dinm-sweep``); the commands differ only in the defaults passed here."""
+    parser.add_argument("--data", default=data,
+                        help=f"SafeEdit records: 'sample', 'built', 'official' or a JSON file (default: {data})")
+    parser.add_argument("--split", default=split, help=f"split for --data built or official (default: {split})")
+    parser.add_argument("--limit", type=int, default=limit,
+                        help=f"use the first N records (default: {'all' if limit is None else limit})")
+    parser.add_argument("--model", default=None, help="model name or folder (default: the embedded smollm2-135m-instruct)")
     add_judge_arguments(parser)
-    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N records")
-    parser.add_argument("--train-data", default=None,
-                        help="training records for methods that train (file, 'built' or 'three'; default: built train)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="answer budget (default: 64 in small mode; the reference's 600 in full mode)")
-    parser.add_argument("--max-input-tokens", type=int, default=1024,
-                        help="longer inputs keep their last N tokens (default: 1024)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--general", default="", help="comma-separated general-performance metrics: kqa,csum")
+                        help=f"answer budget (default: {MAX_NEW_TOKENS['small']} in small mode; the reference's "
+                             f"{MAX_NEW_TOKENS['full']} in full mode)")
+    parser.add_argument("--max-input-tokens", "--max-prompt-tokens", dest="max_input_tokens", type=int, default=1024,
+                        help="edit and evaluation inputs longer than this keep their last N tokens (default: 1024; "
+                             "--max-prompt-tokens is the same flag)")
+    parser.add_argument("--general", default=general,
+                        help="comma-separated general-performance metrics: kqa,csum,over-refusal "
+                             f"(default: {general or 'none'})")
     parser.add_argument("--general-limit", default=None,
                         help="items per general metric, e.g. kqa=300,csum=100 (default: the scale's limits)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_arguments(parser) -> None:
+    add_safeedit_arguments(parser)
+    parser.add_argument("--method", default="vanilla", choices=sorted(METHODS))
+    parser.add_argument("--train-data", default=None,
+                        help="training records for methods that train (file, 'built' or 'three'; default: built train)")
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--general-instances", type=int, default=1,
                         help="per-instance methods: measure general performance after each of the first N edits "
                              "and average (default 1)")
@@ -44,7 +58,6 @@ def add_arguments(parser) -> None:
                         help="per-instance methods (dinm, ft-l, mend): append each finished record to this JSONL log "
                              "and resume from it (default: OUT with .log.jsonl; 'none' to switch off); refused for "
                              "the methods that evaluate in one pass")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results.json", help="where to write results.json")
     from ..common.backend import add_backend_arguments
 
@@ -85,15 +98,16 @@ def parse_general_limit(text: str | None) -> dict[str, int] | None:
     return limit
 
 
-def parse_method_options(items: Sequence[str]) -> dict:
-    """``["lr=0.005", "suffix=true", "variant=last"]`` → ``{"lr": 0.005, "suffix": True, "variant": "last"}``."""
+def parse_method_options(items: Sequence[str], flag: str = "--option") -> dict:
+    """``["lr=0.005", "suffix=true", "variant=last"]`` → ``{"lr": 0.005, "suffix": True, "variant": "last"}``: the
+    one option syntax of the SafeEdit commands (values are JSON when they parse, else text)."""
     import json
 
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise SystemExit(f"--option must look like KEY=VALUE, got {item!r}")
+            raise SystemExit(f"{flag} must look like KEY=VALUE, got {item!r}")
         try:
             options[key.strip()] = json.loads(value)
         except json.JSONDecodeError:

@@ -40,16 +40,22 @@ def sweep_configs(kind: str = "small") -> list[dict]:
 
 
 def parse_sweep_config(text: str) -> dict:
-    """``'{"lr": 5e-3, "kl_weight": 10}'`` → :data:`SWEEP_BASE` with those keys replaced; unknown keys or
-    non-JSON text raise ``SystemExit`` naming the option."""
+    """``"lr=5e-3,kl_weight=10"`` (the ``KEY=VALUE`` syntax of every SafeEdit command, comma-separated) or the
+    JSON object ``'{"lr": 5e-3, "kl_weight": 10}'`` → :data:`SWEEP_BASE` with those keys replaced; unknown keys or
+    malformed text raise ``SystemExit`` naming the option."""
     import json
 
-    try:
-        extra = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"--config {text!r} is not JSON: {err.msg}") from err
+    from .evaluate import parse_method_options
+
+    if text.lstrip().startswith("{"):
+        try:
+            extra = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"--config {text!r} is not JSON: {err.msg}") from err
+    else:
+        extra = parse_method_options([item for item in text.split(",") if item.strip()] or [text], flag="--config")
     if not isinstance(extra, dict):
-        raise SystemExit(f"--config {text!r} must be a JSON object like {{\"lr\": 0.005}}")
+        raise SystemExit(f"--config {text!r} must look like lr=0.005 or a JSON object like {{\"lr\": 0.005}}")
     unknown = sorted(set(extra) - set(SWEEP_BASE))
     if unknown:
         raise SystemExit(f"--config {text!r}: unknown keys {unknown}; known: {sorted(SWEEP_BASE)}")
@@ -153,26 +159,17 @@ def rejudge(rows: Sequence[dict], judge) -> list[dict]:
 
 
 def add_arguments_dinm_sweep(p) -> None:
-    from .evaluate import add_judge_arguments
+    from .evaluate import add_safeedit_arguments
 
-    p.add_argument("--data", default="built")
-    p.add_argument("--split", default="validation",
-                   help="default: validation — hyper-parameters are tuned on validation, reported on test")
-    p.add_argument("--limit", type=int, default=3)
-    p.add_argument("--model", default=None)
-    add_judge_arguments(p)
+    add_safeedit_arguments(p, data="built", split="validation", limit=3, general="kqa,csum")
     p.add_argument("--grid", default="small", choices=["small", "tiny", "none"],
                    help="the built-in one-factor grid ('none': only the --config rows)")
-    p.add_argument("--config", action="append", default=[], metavar="JSON",
-                   help='an extra configuration over the base, e.g. \'{"lr": 5e-3, "kl_weight": 10}\' (repeatable)')
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="an extra configuration over the base, e.g. lr=5e-3,kl_weight=10 (repeatable; a JSON object "
+                        "such as '{\"lr\": 5e-3}' is read too)")
     p.add_argument("--no-vanilla", action="store_true", help="skip the two vanilla rows")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--max-prompt-tokens", type=int, default=1024)
-    p.add_argument("--general", default="kqa,csum", help="general-performance metrics after the first edit ('' = none)")
-    p.add_argument("--general-limit", default=None, help="items per general metric, e.g. kqa=300,csum=50")
     p.add_argument("--log", default=None, help="JSONL log (resumable); default results/dinm_sweep.jsonl")
     p.add_argument("--out", default=None, help="summary JSON; default results/dinm_sweep.json")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
 
 
@@ -185,10 +182,12 @@ def main_dinm_sweep(args) -> int:
     from ..common.models import load_model
     from ..common.results import hardware
     from ..safeedit.data import load_safeedit
-    from .evaluate import general_from_spec, judges_from_args, parse_general_limit
+    from .evaluate import default_max_new_tokens, general_from_spec, judges_from_args, parse_general_limit
 
     # every argument is checked before any model loads and before anything is written
-    at_least(args, 1, "limit", "max_new_tokens", "max_prompt_tokens", "threads")
+    at_least(args, 1, "limit", "max_new_tokens", "max_input_tokens", "threads")
+    if args.max_new_tokens is None:
+        args.max_new_tokens = default_max_new_tokens()  # the scale's, as for safeedit-eval and safeedit-table
     general_limit = parse_general_limit(args.general_limit)
     general_from_spec(args.general, general_limit)  # unknown metric names are refused here
     configs = sweep_configs(args.grid) + [parse_sweep_config(text) for text in args.config]
@@ -208,7 +207,7 @@ def main_dinm_sweep(args) -> int:
     log = args.log or results_dir() / "dinm_sweep.jsonl"
     model, tokenizer = load_model(args.model)
     rows = run_sweep(model, tokenizer, records, judge, configs, log_path=log,
-                     max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                     max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_input_tokens,
                      general=[g for g in args.general.split(",") if g.strip()], general_limit=general_limit,
                      vanilla=not args.no_vanilla, also_judge=second_judge,
                      allow_judge_overlap=args.allow_judge_overlap)
@@ -216,7 +215,7 @@ def main_dinm_sweep(args) -> int:
 
     summary = {"date": datetime.date.today().isoformat(), "data": args.data, "split": args.split, "limit": args.limit, "model": args.model or "smollm2-135m-instruct",
                "judge": judge.name, "hardware": hardware(), "max_new_tokens": args.max_new_tokens,
-               "max_prompt_tokens": args.max_prompt_tokens, "general": args.general,
+               "max_prompt_tokens": args.max_input_tokens, "general": args.general,
                "general_limit": args.general_limit, "dtype": str(next(model.parameters()).dtype),
                "command": "python -m helpers dinm-sweep " + " ".join(getattr(args, "argv", None) or []),
                "rows": rows}

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from ..common.config import get_scale, set_seed
 from ..common.memory import PeakMemory
-from .evaluate import add_judge_arguments
+from .evaluate import add_safeedit_arguments
 from .trained import load_train_records
 
 # ----------------------------------------------------------------------------------------------------
@@ -266,26 +266,17 @@ def table_markdown(table: dict, digits: int = 1) -> str:
 
 
 def add_arguments_safeedit_table(parser) -> None:
-    parser.add_argument("--data", default="sample", help="test records: 'sample', 'built', 'official' or a file")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N test records")
+    add_safeedit_arguments(parser)
     parser.add_argument("--train-data", default="three,built",
                         help="comma-separated training sources: three, built (train split), a file (default: three,built)")
     parser.add_argument("--train-limit", type=int, default=None, help="use the first N training records")
     parser.add_argument("--methods", default=",".join(TABLE_METHODS))
-    parser.add_argument("--model", default=None)
-    add_judge_arguments(parser)
-    parser.add_argument("--general", default="", help="comma-separated general metrics, e.g. kqa,csum")
-    parser.add_argument("--general-limit", default=None,
-                        help="items per general metric, e.g. kqa=12,csum=4 (default: the scale's limits)")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="answer budget (default: 64 in small mode; the reference's 600 in full mode)")
-    parser.add_argument("--max-input-tokens", type=int, default=1024,
-                        help="evaluation inputs longer than this keep their last tokens (default 1024)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="a method option, e.g. --option dinm.lr=0.005 --option sft.epochs=3 (repeatable; the "
+                             "KEY=VALUE of safeedit-eval --option with the method's name in front)")
     parser.add_argument("--method-options", default="{}",
-                        help='JSON: method → keyword options, e.g. \'{"sft": {"epochs": 3}, "mend": {"steps": 40}}\'')
+                        help='the same as JSON: method → keyword options, e.g. \'{"sft": {"epochs": 3}}\'')
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--no-isolate", action="store_true",
                         help="run every method in this process (default: one fresh process per method, so that each "
@@ -306,6 +297,8 @@ def _child_argv(args, method: str) -> list[str]:
                         ("--seed", args.seed), ("--method-options", args.method_options)):
         if value is not None and value != "":
             argv += [flag, str(value)]
+    for item in args.option:
+        argv += ["--option", item]
     if args.allow_judge_overlap:
         argv.append("--allow-judge-overlap")
     return argv
@@ -318,7 +311,7 @@ def _check_table_args(args, methods: list[str]):
 
     from ..common.checks import at_least, check_model_name, check_output_file, require_records
     from ..safeedit.data import load_safeedit
-    from .evaluate import general_from_spec, judges_from_args, parse_general_limit
+    from .evaluate import general_from_spec, judges_from_args, parse_general_limit, parse_method_options
     from .methods import METHODS, get_method
 
     at_least(args, 1, "limit", "train_limit", "batch_size", "max_new_tokens", "max_input_tokens")
@@ -334,15 +327,20 @@ def _check_table_args(args, methods: list[str]):
         raise SystemExit(f"--method-options is not valid JSON: {err}") from err
     if not isinstance(method_options, dict) or not all(isinstance(v, dict) for v in method_options.values()):
         raise SystemExit("--method-options must be a JSON object of objects: {\"method\": {\"option\": value}}")
+    for item in args.option:  # --option METHOD.KEY=VALUE, merged over --method-options
+        name, dot, rest = item.partition(".")
+        if not dot or "=" not in rest or "=" in name:
+            raise SystemExit(f"--option must look like METHOD.KEY=VALUE (e.g. dinm.lr=0.005), got {item!r}")
+        method_options.setdefault(name, {}).update(parse_method_options([rest]))
     unknown = [m for m in method_options if m not in METHODS]
     if unknown:
-        raise SystemExit(f"--method-options names {', '.join(map(repr, unknown))}: unknown method; choose from "
+        raise SystemExit(f"--option/--method-options name {', '.join(map(repr, unknown))}: unknown method; choose from "
                          f"{', '.join(sorted(METHODS))}")
     for name in methods:  # constructing a method is cheap and checks its options
         try:
             get_method(name, **method_options.get(name, {}))
         except TypeError as err:
-            raise SystemExit(f"--method-options for method {name!r}: {err}") from err
+            raise SystemExit(f"--option/--method-options for method {name!r}: {err}") from err
         except ValueError:
             pass  # a method whose module is missing becomes a row that says so
     check_output_file(args.out)

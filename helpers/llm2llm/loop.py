@@ -1,4 +1,4 @@
-"""LLM2LLM (Lee et al., 2024): iterative, teacher-driven data augmentation — the loop, GSM8K, the CLIs.
+"""LLM2LLM (Lee et al., 2024): iterative, teacher-driven data augmentation — the loop.
 
 The method, for a student model, a teacher and a small *seed* set ``D_0``::
 
@@ -11,7 +11,7 @@ The method, for a student model, a teacher and a small *seed* set ``D_0``::
             A_i = teacher(W_i)                   # new examples written from wrong seeds, never from generated ones
             D   = D + verified(A_i)
 
-:func:`run_llm2llm` runs it for any :class:`helpers.llm2llm.task.Task` (GSM8K here, the classification sets of
+:func:`run_llm2llm` runs it (one augmentation round is :func:`helpers.llm2llm.round.llm2llm_round`) for any :class:`helpers.llm2llm.task.Task` (GSM8K here, the classification sets of
 chapter 08 in :mod:`helpers.llm2llm.classification`). Every iteration is saved atomically under ``out_dir`` —
 ``iteration_NN/{train.jsonl, test_predictions.jsonl, train_predictions.jsonl, teacher_log.jsonl,
 new_examples.jsonl, rejected.jsonl, metrics.json}`` plus ``summary.json`` — and a rerun continues after
@@ -19,9 +19,9 @@ the last finished iteration (an interrupted run resumes to the same summary; rai
 extends a finished run).
 
 Every teacher reply is verified before it joins the training data: the task's parser checks it (for
-GSM8K: calculator annotations and final answer recomputed by :mod:`helpers.llm2llm.arithmetic`), then the loop
-drops test questions, exact duplicates and near-copies (ROUGE-L ≥ 0.95 against the training data), and
-logs each rejection with its reason.
+GSM8K: calculator annotations and final answer recomputed by :mod:`helpers.llm2llm.arithmetic`), then
+:func:`helpers.llm2llm.round.verify_new_examples` drops test questions, exact duplicates and near-copies
+(ROUGE-L ≥ 0.95 against the training data), and logs each rejection with its reason.
 
 Command line::
 
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from ..common.io import atomic_write_json, write_jsonl
-from ..common.text import NearDuplicateIndex
+from .round import llm2llm_round
 from .run_folder import (
     _iteration_dir,
     _load_saved_student,
@@ -153,6 +153,9 @@ def run_llm2llm(
     for split, rows in (("training", train_all), ("test", test_all)):
         if not rows:
             raise ValueError(f"the {task.name} {split} split is empty: nothing to {'train' if split == 'training' else 'test'} on")
+    if test_size is not None and test_size > len(test_all):
+        raise ValueError(f"test size {test_size} (--test-size) is more than the {len(test_all)} records of the "
+                         f"{task.name} test split")
     test_keys = {task.key(r) for r in test_all}
     test = test_all if test_size is None else test_all[:test_size]
     seed_path = out_dir / "seed.jsonl"
@@ -299,62 +302,20 @@ def run_llm2llm(
 
 def _augment(task, teacher, model, tokenizer, current, test_keys, folder, entry, *, per_wrong, evaluate_on,
              temperature, max_new_tokens, dedup_threshold, eval_batch_size, seed, progress):
-    """Evaluate on the training data, send seed-origin mistakes to the teacher, verify, save."""
-    timing = {}
-    started = time.time()
-    evaluated = current if evaluate_on == "train" else [r for r in current if r.get("origin") == "seed"]
-    predictions = task.predict(model, tokenizer, evaluated, batch_size=eval_batch_size, progress=progress,
-                               **({"desc": "evaluating on training data"} if _accepts_desc(task) else {}))
-    write_jsonl(folder / "train_predictions.jsonl",
-                [dict(p, origin=r.get("origin"), key=task.key(r)) for r, p in zip(evaluated, predictions)])
-    timing["train_eval_s"] = round(time.time() - started, 1)
-    wrong = [(r, p) for r, p in zip(evaluated, predictions) if not p["correct"]]
-    wrong_seeds = [(r, p) for r, p in wrong if r.get("origin") == "seed"]
-
-    started = time.time()
-    prompts, parents = [], []
-    for record, prediction in wrong_seeds:
-        prompt = task.teacher_prompt(record, prediction.get("output"))
-        prompts += [prompt] * per_wrong
-        parents += [record] * per_wrong
+    """:func:`llm2llm_round` with its files in ``folder`` and its counts in the iteration's ``entry``."""
     teacher.log_path = folder / "teacher_log.jsonl"
-    system = getattr(task, "teacher_system", None)
-    replies = teacher.complete(prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                               system=system, tag=f"iteration {entry['iteration']}") if prompts else []
-    timing["teacher_s"] = round(time.time() - started, 1)
-
-    index = NearDuplicateIndex(dedup_threshold)
-    known = {task.key(r) for r in current}
-    for r in current:
-        index.add(_dedup_text(task, r), task.key(r)[:80])
-    accepted, rejected = [], []
-    for parent, reply in zip(parents, replies):
-        ok, bad = task.parse_teacher_reply(reply, parent)
-        parent_key = task.key(parent)
-        rejected += [dict(b, parent=parent_key) for b in bad]
-        for record in ok:
-            key = task.key(record)
-            text = _dedup_text(task, record)
-            reason = None
-            if key in test_keys:
-                reason = "the generated question is a test question"
-            elif key in known:
-                reason = "duplicate: the same question is already in the training data"
-            elif (dup := index.match(text)) is not None:
-                reason = f"near-copy (ROUGE-L {dup[0]:.2f} ≥ {dedup_threshold}) of: {dup[1]}"
-            if reason:
-                rejected.append({"text": text, "reason": reason, "parent": parent_key})
-                continue
-            record = dict(record, origin="generated", parent=parent_key, iteration=entry["iteration"])
-            accepted.append(record)
-            known.add(key)
-            index.add(text, key[:80])
-    write_jsonl(folder / "rejected.jsonl", rejected)
-    write_jsonl(folder / "new_examples.jsonl", accepted)
-    entry = dict(entry, wrong=len(wrong), wrong_seed=len(wrong_seeds), evaluated=len(evaluated),
-                 train_accuracy=1 - len(wrong) / max(1, len(evaluated)), teacher_requests=len(prompts),
-                 new_examples=len(accepted), rejected=len(rejected))
-    return entry, timing
+    done = llm2llm_round(task, teacher, model, tokenizer, current, test_keys, iteration=entry["iteration"],
+                         per_wrong=per_wrong, evaluate_on=evaluate_on, temperature=temperature,
+                         max_new_tokens=max_new_tokens, dedup_threshold=dedup_threshold, batch_size=eval_batch_size,
+                         seed=seed, progress=progress)
+    write_jsonl(folder / "train_predictions.jsonl",
+                [dict(p, origin=r.get("origin"), key=task.key(r)) for r, p in zip(done.evaluated, done.predictions)])
+    write_jsonl(folder / "rejected.jsonl", done.rejected)
+    write_jsonl(folder / "new_examples.jsonl", done.accepted)
+    entry = dict(entry, wrong=len(done.wrong), wrong_seed=len(done.wrong_seeds), evaluated=len(done.evaluated),
+                 train_accuracy=1 - len(done.wrong) / max(1, len(done.evaluated)), teacher_requests=len(done.prompts),
+                 new_examples=len(done.accepted), rejected=len(done.rejected))
+    return entry, done.timing
 
 
 def check_backend_task(task: Task, lora: bool = False) -> None:
@@ -387,23 +348,3 @@ def _model_path(name: str | None) -> str:
 
     path = resolve_model_path(name)
     return str(Path(path).expanduser().resolve()) if Path(path).expanduser().is_dir() else path
-
-
-def _accepts_desc(task) -> bool:
-    import inspect
-
-    try:
-        return "desc" in inspect.signature(task.predict).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
-
-
-def _dedup_text(task: Task, record: dict) -> str:
-    """What near-duplicate detection compares: the prompt *and* the target, so a problem with the same story
-    but new numbers and a new answer is a new example, while a copy with a changed word is not.
-    A task may define ``dedup_text(record)`` instead (classification: the text and label, not the long
-    instruction that every prompt shares)."""
-    custom = getattr(task, "dedup_text", None)
-    if callable(custom):
-        return custom(record)
-    return f"{task.prompt(record)}\n{task.target(record)}"
