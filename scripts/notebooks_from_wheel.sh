@@ -28,9 +28,21 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/course-colab.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/dist" "$work/run"
 
-# 1. the wheel
+# 1. the wheel — from a clean build folder: setuptools reuses ./build/lib, so a module deleted or moved since
+# the last build would otherwise still ship; then the wheel's Python files must be exactly the checkout's
+rm -rf build
 .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w "$work/dist" .
 wheel=$(ls "$work"/dist/*.whl)
+.venv/bin/python - "$wheel" <<'EOF'
+import subprocess, sys, zipfile
+shipped = {n for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.startswith("helpers/") and n.endswith(".py")}
+tracked = set(subprocess.run(["git", "ls-files", "helpers"], capture_output=True, text=True,
+                             check=True).stdout.split())
+tracked = {n for n in tracked if n.endswith(".py")}
+if shipped != tracked:
+    sys.exit(f"error: the wheel's modules differ from the checkout's: extra {sorted(shipped - tracked)}, "
+             f"missing {sorted(tracked - shipped)}")
+EOF
 
 # 2. a fresh virtualenv with the wheel installed (not editable)
 .venv/bin/python -m venv --without-pip "$work/venv"
