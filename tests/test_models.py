@@ -110,3 +110,18 @@ def test_auto_dtype_on_gpus_follows_the_compute_capability(monkeypatch, capabili
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert pick_dtype("cuda") == getattr(torch, expected)
     assert pick_dtype("cuda:0") == getattr(torch, expected)
+
+
+def test_cpu_bf16_support_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    from helpers.common import models
+
+    real_open = builtins.open
+    for flags, expected in (("fpu sse2 avx512f avx512_bf16 amx_tile amx_bf16", "amx"),
+                            ("fpu sse2 avx512f avx512_bf16", "avx512_bf16"), ("fpu sse2 avx2", None)):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda path, *a, _i=info, **k: real_open(_i if path == "/proc/cpuinfo"
+                                                                                       else path, *a, **k))
+        assert models.cpu_bf16_support() == expected, flags

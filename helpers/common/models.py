@@ -142,6 +142,26 @@ def pick_device(device: str | None = None) -> str:
     return "cpu"
 
 
+def cpu_bf16_support() -> str | None:
+    """What this CPU offers for bfloat16 matrix products: ``"amx"`` (AMX tiles), ``"avx512_bf16"``, or ``None``
+    (no native bf16: torch emulates it, usually slower than float32). Read from the CPU's own flags
+    (``/proc/cpuinfo`` on Linux), never guessed from a model or machine name."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set()
+            for line in f:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:  # not Linux: no detection, no claim
+        return None
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512_bf16"
+    return None
+
+
 #: Names ``HELPERS_DTYPE`` (and ``dtype=`` strings) may take.
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
