@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "safeedit-eval": ("helpers.detox.evaluate", "evaluate a detoxification method on SafeEdit records (chapters 02-06)"),
     "safeedit-table": ("helpers.detox.table", "the DINM paper's main table: every method on SafeEdit records (chapter 06)"),
     "llm2llm": ("helpers.llm2llm.commands", "run the LLM2LLM loop (chapters 07-08)"),
+    "llm2llm-grid": ("helpers.llm2llm.grid", "LLM2LLM vs seed-only, AugGPT and EDA over data sets, seeds and iterations (chapter 08)"),
     "gsm8k-eval": ("helpers.llm2llm.gsm8k", "evaluate a model on GSM8K test problems (chapter 07)"),
     "dinm-sweep": ("helpers.detox.sweep", "DINM's hyper-parameters one factor at a time, on validation records (chapter 04)"),
     "run-all": ("helpers.common.run_all", "execute every notebook in small mode and write results/summary.md"),

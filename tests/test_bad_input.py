@@ -141,6 +141,12 @@ PROBES = [
     ("helpers", ["run-all", "--timeout", "0"], "--timeout", {}),
     ("helpers", ["run-all", "--notebooks", "{tmp}/nosuch.ipynb"], "nosuch.ipynb", {}),
     ("helpers", ["no-such-command"], "no-such-command", {}),
+    # --- llm2llm-grid
+    ("helpers", ["llm2llm-grid", "--datasets", "gsm8k"], "--datasets", {}),
+    ("helpers", ["llm2llm-grid", "--seeds", "a,b"], "--seeds", {}),
+    ("helpers", ["llm2llm-grid", "--seed-sizes", "trec=0"], "--seed-sizes", {}),
+    ("helpers", ["llm2llm-grid", "--iterations", "0"], "--iterations", {}),
+    ("helpers", ["llm2llm-grid", "--out", "{tmp}/afile/grid.json"], "--out", {}),
     # --- python -m helpers dinm-sweep
     ("helpers", ["dinm-sweep", "--limit", "0"], "--limit", {}),
     ("helpers", ["dinm-sweep", "--general", "kqa,bogus"], "bogus", {}),

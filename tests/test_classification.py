@@ -299,3 +299,36 @@ def test_auggpt_and_eda_get_the_same_budget_as_llm2llm(embedded, shared_data, tm
     # the seed-only number is LLM2LLM's iteration 0, and a rerun reuses every saved result
     assert methods["seed-only"]["test_accuracy"] == summary["iterations"][0]["test_accuracy"]
     assert compare_methods("sst2", **settings) == result
+
+
+def test_grid_rows_cover_every_method_seed_and_iteration_and_resume(embedded, shared_data, tmp_path, monkeypatch):
+    import helpers.common.training
+    from helpers.llm2llm.grid import run_grid
+
+    out, work = tmp_path / "grid.json", tmp_path / "runs"
+    settings = dict(iterations=2, out=out, work=work, seed_sizes={"sst2": 4}, test_size=4, student=embedded,
+                    epochs=1, lr=0.0, batch_size=4, train_layers=1, evaluate_on="seed", progress=False)
+    results = run_grid(["sst2"], [0, 1], **settings)
+    rows = results["rows"]
+    assert results["complete"] and json.loads(out.read_text()) == results
+    cells = {(r["seed"], r["method"], r["iteration"]) for r in rows}
+    expected = {(s, "seed-only", 0) for s in (0, 1)} | {(s, m, k) for s in (0, 1) for m in ("llm2llm", "auggpt", "eda")
+                                                       for k in (1, 2)}
+    assert cells == expected and len(rows) == len(expected)
+    assert all(r["n_test"] == 4 and r["seed_size"] == 4 and 0 <= r["test_accuracy"] <= 1 for r in rows)
+    for seed in (0, 1):  # the same data budget per round, and LLM2LLM's rows are its run's iterations
+        summary = json.loads((work / "sst2" / f"seed_{seed}" / "llm2llm" / "summary.json").read_text())
+        for k in (1, 2):
+            sizes = {r["method"]: r["train_size"] for r in rows if r["seed"] == seed and r["iteration"] == k}
+            assert sizes["llm2llm"] == sizes["auggpt"] == sizes["eda"] == summary["iterations"][k]["train_size"]
+            llm = [r for r in rows if (r["seed"], r["method"], r["iteration"]) == (seed, "llm2llm", k)][0]
+            assert llm["test_accuracy"] == summary["iterations"][k]["test_accuracy"]
+    seed_sets = [json.loads((work / "sst2" / f"seed_{s}" / "llm2llm" / "seed.jsonl").read_text().splitlines()[0])
+                 for s in (0, 1)]
+    assert seed_sets[0] != seed_sets[1], "each random seed draws its own seed set"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(helpers.common.training, "finetune", no_training)
+    assert run_grid(["sst2"], [0, 1], **settings)["rows"] == rows
