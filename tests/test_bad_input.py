@@ -303,6 +303,10 @@ def test_entry_points_in_real_processes(tmp_path):
     assert scale.returncode == 0 and "invalid: HELPERS_SCALE" in scale.stdout, scale.stderr[-2000:]
     sweep = _run(["helpers", "dinm-sweep", "--limit", "-1", "--out", str(tmp_path / "s.json")])
     assert sweep.returncode == 2 and sweep.stderr.strip() == "error: --limit must be ≥ 1, got -1", sweep.stderr
+    old = _run(["helpers.dinm", "sweep", "--limit", "-1", "--out", str(tmp_path / "s.json")])  # the old spelling
+    assert old.returncode == 2 and old.stderr.strip().splitlines() == [
+        "note: `python -m helpers.dinm sweep` is deprecated; use `python -m helpers dinm-sweep`",
+        "error: --limit must be ≥ 1, got -1"], old.stderr
     parse = _run(["helpers", "safeedit-eval", "--limit", "many"])
     assert parse.returncode == 2 and len(parse.stderr.strip().splitlines()) == 1, parse.stderr
     assert parse.stderr.startswith("error: argument --limit: invalid int value: 'many'")
