@@ -42,6 +42,20 @@ def add_safeedit_arguments(parser, *, data: str = "sample", split: str = "test",
     parser.add_argument("--seed", type=int, default=0)
 
 
+def check_safeedit_arguments(args):
+    """The checks of the shared flags (:func:`add_safeedit_arguments`), before any model loads: limits ≥ 1, a
+    model name that can exist, known general metrics; the answer budget filled in from the scale. Returns the
+    general-performance function (``None`` when ``--general`` names none)."""
+    from ..common.checks import at_least, check_model_name
+
+    at_least(args, 1, "limit", "max_new_tokens", "max_input_tokens")
+    check_model_name(args.model)
+    general = general_from_spec(args.general, parse_general_limit(args.general_limit))
+    if args.max_new_tokens is None:
+        args.max_new_tokens = default_max_new_tokens()
+    return general
+
+
 def add_arguments(parser) -> None:
     add_safeedit_arguments(parser)
     parser.add_argument("--method", default="vanilla", choices=sorted(METHODS))
@@ -196,7 +210,7 @@ def main(args) -> int:
     from pathlib import Path
 
     from ..common.backend import backend_from_args
-    from ..common.checks import at_least, check_model_name, check_output_file, require_records
+    from ..common.checks import at_least, check_output_file, require_records
     from ..common.config import set_seed
     from ..common.io import atomic_write_json
     from ..common.models import load_model
@@ -204,8 +218,8 @@ def main(args) -> int:
     from ..safeedit.data import load_safeedit
 
     # every argument is checked before any model loads and before anything is written
-    at_least(args, 1, "general_instances", "limit", "batch_size", "max_new_tokens", "max_input_tokens")
-    general = general_from_spec(args.general, parse_general_limit(args.general_limit))
+    general = check_safeedit_arguments(args)
+    at_least(args, 1, "general_instances", "batch_size")
     check_output_file(args.out)
     explicit_log = args.log is not None and args.log.strip().lower() != "none"
     if args.log is None:
@@ -226,7 +240,6 @@ def main(args) -> int:
         log_path = None
     if log_path is not None:
         check_output_file(log_path, "--log")
-    check_model_name(args.model)
     which = args.data
     records = require_records(load_safeedit(which, split=args.split, limit=args.limit), which)
     train_records = None
@@ -240,8 +253,6 @@ def main(args) -> int:
         train_records = require_records(load_safeedit(train_source, split="train"), train_source,
                                         "training records (--train-data)")
     judge, second_judge = judges_from_args(args, records, source=str(which))
-    if args.max_new_tokens is None:
-        args.max_new_tokens = default_max_new_tokens()
     if backend is not None:
         model, tokenizer = backend, None
     else:

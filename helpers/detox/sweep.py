@@ -176,27 +176,24 @@ def add_arguments_dinm_sweep(p) -> None:
 def main_dinm_sweep(args) -> int:
     import json
 
-    from ..common.checks import at_least, check_model_name, check_output_file, require_records
+    from ..common.checks import at_least, check_output_file, require_records
     from ..common.config import results_dir, set_seed
     from ..common.io import atomic_write_json
     from ..common.models import load_model
     from ..common.results import hardware
     from ..safeedit.data import load_safeedit
-    from .evaluate import default_max_new_tokens, general_from_spec, judges_from_args, parse_general_limit
+    from .evaluate import check_safeedit_arguments, judges_from_args, parse_general_limit
 
     # every argument is checked before any model loads and before anything is written
-    at_least(args, 1, "limit", "max_new_tokens", "max_input_tokens", "threads")
-    if args.max_new_tokens is None:
-        args.max_new_tokens = default_max_new_tokens()  # the scale's, as for safeedit-eval and safeedit-table
+    check_safeedit_arguments(args)
+    at_least(args, 1, "threads")
     general_limit = parse_general_limit(args.general_limit)
-    general_from_spec(args.general, general_limit)  # unknown metric names are refused here
     configs = sweep_configs(args.grid) + [parse_sweep_config(text) for text in args.config]
     if not configs and args.no_vanilla:
         raise SystemExit("nothing to run: --grid none, no --config and --no-vanilla")
     for flag, path in (("--log", args.log), ("--out", args.out)):
         if path is not None:
             check_output_file(path, flag)
-    check_model_name(args.model)
     set_seed(args.seed)
     records = require_records(load_safeedit(args.data, split=args.split, limit=args.limit), args.data)
     judge, second_judge = judges_from_args(args, records, source=str(args.data))

@@ -309,18 +309,18 @@ def _check_table_args(args, methods: list[str]):
     ``(records, train_records, judge, second_judge, general, method_options)``."""
     import json
 
-    from ..common.checks import at_least, check_model_name, check_output_file, require_records
+    from ..common.checks import at_least, check_output_file, require_records
     from ..safeedit.data import load_safeedit
-    from .evaluate import general_from_spec, judges_from_args, parse_general_limit, parse_method_options
+    from .evaluate import check_safeedit_arguments, judges_from_args, parse_method_options
     from .methods import METHODS, get_method
 
-    at_least(args, 1, "limit", "train_limit", "batch_size", "max_new_tokens", "max_input_tokens")
+    general = check_safeedit_arguments(args)
+    at_least(args, 1, "train_limit", "batch_size")
     if not methods:
         raise SystemExit(f"--methods {args.methods!r}: no method named; choose from {', '.join(TABLE_METHODS)}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"--methods {','.join(unknown)}: unknown method; choose from {', '.join(sorted(METHODS))}")
-    general = general_from_spec(args.general, parse_general_limit(args.general_limit))
     try:
         method_options = json.loads(args.method_options)
     except json.JSONDecodeError as err:
@@ -344,7 +344,6 @@ def _check_table_args(args, methods: list[str]):
         except ValueError:
             pass  # a method whose module is missing becomes a row that says so
     check_output_file(args.out)
-    check_model_name(args.model)
     records = require_records(load_safeedit(args.data, split=args.split, limit=args.limit), args.data)
     train_records = require_records(load_train_records(args.train_data, limit=args.train_limit), args.train_data,
                                     "training records (--train-data)")
@@ -391,12 +390,9 @@ def _write_markdown(out) -> int:
 
 def _run_table(args, methods) -> int:
     from ..common.models import load_model
-    from .evaluate import default_max_new_tokens
 
     set_seed(args.seed)
     records, train_records, judge, second_judge, general, method_options = _check_table_args(args, methods)
-    if args.max_new_tokens is None:
-        args.max_new_tokens = default_max_new_tokens()
     model, tokenizer = load_model(args.model)
     table = run_main_table(model, tokenizer, records, judge, train_records=train_records, methods=methods,
                            method_options=method_options, general=general, max_new_tokens=args.max_new_tokens,
