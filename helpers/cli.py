@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "safeedit-table": ("helpers.detox.table", "the DINM paper's main table: every method on SafeEdit records (chapter 06)"),
     "llm2llm": ("helpers.llm2llm.commands", "run the LLM2LLM loop (chapters 07-08)"),
     "llm2llm-grid": ("helpers.llm2llm.grid", "LLM2LLM vs seed-only, AugGPT and EDA over data sets, seeds and iterations (chapter 08)"),
+    "llm2llm-teacher-quality": ("helpers.llm2llm.teacher_quality", "a teacher's acceptance rate and label agreement on a run's wrong seeds (chapter 08)"),
     "gsm8k-eval": ("helpers.llm2llm.gsm8k", "evaluate a model on GSM8K test problems (chapter 07)"),
     "dinm-sweep": ("helpers.detox.sweep", "DINM's hyper-parameters one factor at a time, on validation records (chapter 04)"),
     "run-all": ("helpers.common.run_all", "execute every notebook in small mode and write results/summary.md"),

@@ -2,6 +2,7 @@
 ``gsm8k-eval`` wiring — against a fake server here, and against a real ``transformers serve`` (slow)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from local_server import LocalHTTPServer
 from helpers.cli import main as cli_main
 from helpers.common.backend import BackendError, ServerBackend, parse_backend
 from helpers.common.generation import generate, to_messages
+from helpers.common.io import read_jsonl
 
 
 class FakeOpenAIServer(LocalHTTPServer):
@@ -249,16 +251,11 @@ GSM8K_LIKE = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not _serving_installed(), reason="`transformers serve` is not installed "
-                                                      "(pip install 'course-helpers[serving]')")
-def test_gsm8k_eval_via_transformers_serve_matches_in_process_greedy(embedded, tmp_path):
-    from helpers.common.models import prepare_embedded_model
-    from helpers.llm2llm.gsm8k import evaluate_gsm8k, read_gsm8k_file
-
-    folder = str(prepare_embedded_model(verbose=False))
+@contextlib.contextmanager
+def transformers_serve(folder: str, log_path: Path):
+    """``transformers serve FOLDER`` on 127.0.0.1 (CPU, float32) until the block ends; yields its base URL."""
     port = free_port()
-    log = open(tmp_path / "serve.log", "w")
+    log = open(log_path, "w")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
     server = subprocess.Popen([_transformers_cli(), "serve", folder, "--device", "cpu", "--dtype", "float32",
                                "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
@@ -268,8 +265,7 @@ def test_gsm8k_eval_via_transformers_serve_matches_in_process_greedy(embedded, t
         deadline = time.time() + 240
         while True:
             if server.poll() is not None:
-                pytest.fail(f"transformers serve exited ({server.returncode}): "
-                            f"{(tmp_path / 'serve.log').read_text()[-2000:]}")
+                pytest.fail(f"transformers serve exited ({server.returncode}): {log_path.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -277,16 +273,9 @@ def test_gsm8k_eval_via_transformers_serve_matches_in_process_greedy(embedded, t
             except OSError:
                 pass
             if time.time() > deadline:
-                pytest.fail(f"transformers serve was not ready in 240 s: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+                pytest.fail(f"transformers serve was not ready in 240 s: {log_path.read_text()[-2000:]}")
             time.sleep(1)
-
-        data = tmp_path / "gsm.jsonl"
-        data.write_text("".join(json.dumps(r) + "\n" for r in GSM8K_LIKE))
-        out = tmp_path / "served.json"
-        assert cli_main(["gsm8k-eval", "--data", str(data), "--limit", "3", "--backend", f"openai:{folder}",
-                         "--backend-url", f"{url}/v1", "--concurrency", "3", "--max-new-tokens", "32",
-                         "--no-progress", "--out", str(out)]) == 0
-        served = json.loads(out.read_text())["instances"]
+        yield f"{url}/v1"
     finally:
         server.terminate()
         try:
@@ -294,9 +283,62 @@ def test_gsm8k_eval_via_transformers_serve_matches_in_process_greedy(embedded, t
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+needs_serving = pytest.mark.skipif(not _serving_installed(), reason="`transformers serve` is not installed "
+                                                                   "(pip install 'course-helpers[serving]')")
+
+
+@pytest.fixture(scope="module")
+def served_embedded(tmp_path_factory):
+    """One `transformers serve` of the embedded model for the tests below: ``(folder, base_url)``."""
+    from helpers.common.models import prepare_embedded_model
+
+    folder = str(prepare_embedded_model(verbose=False))
+    with transformers_serve(folder, tmp_path_factory.mktemp("serve") / "serve.log") as url:
+        yield folder, url
+
+
+@pytest.mark.slow
+@needs_serving
+def test_gsm8k_eval_via_transformers_serve_matches_in_process_greedy(embedded, served_embedded, tmp_path):
+    from helpers.llm2llm.gsm8k import evaluate_gsm8k, read_gsm8k_file
+
+    folder, url = served_embedded
+    data = tmp_path / "gsm.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in GSM8K_LIKE))
+    out = tmp_path / "served.json"
+    assert cli_main(["gsm8k-eval", "--data", str(data), "--limit", "3", "--backend", f"openai:{folder}",
+                     "--backend-url", url, "--concurrency", "3", "--max-new-tokens", "32",
+                     "--no-progress", "--out", str(out)]) == 0
+    served = json.loads(out.read_text())["instances"]
     model, tokenizer = embedded
     local = evaluate_gsm8k(model, tokenizer, read_gsm8k_file(data, 3), max_new_tokens=32, progress=False)["instances"]
     assert len(served) == 3
     assert [s["output"] for s in served] == [x["output"] for x in local], "token-for-token the same greedy replies"
     assert [s["prediction"] for s in served] == [x["prediction"] for x in local]
     assert any(s["prediction"] is not None for s in served), "32 tokens reach a '#### N' line in some reply"
+
+
+@pytest.mark.slow
+@needs_serving
+def test_llm2llm_teacher_round_via_transformers_serve(served_embedded, shared_data, tmp_path, monkeypatch, capsys):
+    """`llm2llm --teacher openai:MODEL` against a real local server: one round of a tiny TREC run, the embedded
+    model as teacher over HTTP, replies bounded by the task's budget and cut at its stop strings."""
+    folder, url = served_embedded
+    out = tmp_path / "run"
+    monkeypatch.setenv("HELPERS_TEACHER_BASE_URL", url)
+    assert cli_main(["llm2llm", "--dataset", "trec", "--seed-size", "12", "--iterations", "1", "--test-size", "6",
+                     "--epochs", "1", "--train-layers", "1", "--teacher", f"openai:{folder}",
+                     "--teacher-max-new-tokens", "48", "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    first = summary["iterations"][0]
+    log = list(read_jsonl(out / "iteration_00" / "teacher_log.jsonl"))
+    assert first["wrong_seed"] >= 1 and first["teacher_requests"] == first["wrong_seed"] == len(log)
+    assert all(isinstance(row["prompt"], list) and row["prompt"][-1]["role"] == "user" for row in log), "few-shot turns"
+    assert all(row["settings"]["max_new_tokens"] == 48 and "\n\n" not in row["reply"] for row in log)
+    assert first["teacher_acceptance_rate"] == round(first["teacher_replies_accepted"] / len(log), 4)
+    assert first["teacher_replies_accepted"] + sum(first["rejected_replies"].values()) == len(log)
+    assert first["teacher_label_agreement"]["n"] == first["new_examples"]
+    assert summary["iterations"][1]["train_size"] == 12 + first["new_examples"]
+    assert "teacher_accepted" in capsys.readouterr().out

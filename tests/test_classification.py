@@ -166,10 +166,13 @@ def test_parse_accepts_a_valid_new_example_and_rejects_with_reasons():
         accepted, rejected = task.parse_teacher_reply(reply, seed)
         assert accepted == [], reply
         assert len(rejected) == 1 and reason in rejected[0]["reason"], (reply, rejected)
-    # a missing Label line inherits the seed's label; several examples in one reply are all checked
+    # a missing Label line inherits the seed's label; only the first example of a reply is read (the prompt
+    # asks for ONE): a small model that repeats the block to its budget gives one verdict, not one per repeat
     ok, bad = task.parse_teacher_reply("Text: an utterly charming film .\nText: a charming delight .\n"
-                                       "Label: negative", seed)
-    assert [r["text"] for r in ok] == ["an utterly charming film ."] and "differs" in bad[0]["reason"]
+                                       "Label: negative\n" + "Text: a charming delight .\n" * 50, seed)
+    assert [r["text"] for r in ok] == ["an utterly charming film ."] and bad == []
+    ok, bad = task.parse_teacher_reply("Text: a dreary mess .\nLabel: negative\n" + "Text: x\n" * 50, seed)
+    assert ok == [] and len(bad) == 1 and "differs" in bad[0]["reason"]
 
 
 def test_parse_casehold_needs_five_holdings():

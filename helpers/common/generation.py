@@ -47,21 +47,24 @@ def generate(
     progress: bool = True,
     desc: str = "generating",
     use_chat_template: bool = True,
+    stop: Sequence[str] | None = None,
 ) -> list[str]:
     """Generate one reply per prompt, ``batch_size`` prompts at a time; returns decoded strings.
 
     Greedy by default (deterministic). With ``do_sample=True`` pass ``seed`` for reproducible sampling.
     Inputs longer than ``max_input_tokens`` keep their *last* tokens (where the question usually is).
     Prompts are sorted by length inside the call so batches waste little padding; the output keeps the
-    input order.
+    input order. ``stop``: strings that end a reply (generation stops there, transformers' ``stop_strings``,
+    and the reply is cut before the first of them, as OpenAI-compatible servers do).
 
     ``model`` may be a :class:`helpers.common.backend.ServerBackend` (``tokenizer`` then unused): the prompts go to
     its OpenAI-compatible server as chat messages, with the same greedy/sampling settings.
     """
     if getattr(model, "is_server_backend", False):
-        return model.generate(prompts, max_new_tokens=max_new_tokens, system=system, do_sample=do_sample,
-                              temperature=temperature, top_p=top_p, seed=seed, use_chat_template=use_chat_template,
-                              progress=progress, desc=desc)
+        replies = model.generate(prompts, max_new_tokens=max_new_tokens, system=system, do_sample=do_sample,
+                                 temperature=temperature, top_p=top_p, seed=seed, use_chat_template=use_chat_template,
+                                 progress=progress, desc=desc)
+        return [cut_at_stop(r, stop).strip() for r in replies] if stop else replies
     import torch
 
     if isinstance(prompts, (str, dict)):
@@ -85,6 +88,8 @@ def generate(
         gen_kwargs.update(temperature=temperature, top_p=top_p)
     else:
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    if stop:
+        gen_kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
     for batch in tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False):
         tokenizer.truncation_side = "left"
         enc = tokenizer(
@@ -99,10 +104,16 @@ def generate(
             out = model.generate(**enc, **gen_kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
         for i, row in zip(batch, new_tokens):
-            outputs[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            outputs[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop).strip()
     if was_training:
         model.train()
     return outputs  # type: ignore[return-value]
+
+
+def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
+    """``text`` up to (not including) the earliest of the ``stop`` strings; all of it when none occurs."""
+    cut = min((i for i in (text.find(s) for s in stop or () if s) if i >= 0), default=len(text))
+    return text[:cut]
 
 
 def chat(model, tokenizer, prompt: str, **kwargs) -> str:

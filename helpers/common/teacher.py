@@ -20,6 +20,7 @@ Every raw reply is appended to a JSONL log when ``log_path`` is set, so nothing 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import socket
@@ -46,9 +47,15 @@ class TeacherError(RuntimeError):
 
 
 class Teacher:
-    """Base class: ``complete(prompts) -> replies``, one reply string per prompt, logged."""
+    """Base class: ``complete(prompts) -> replies``, one reply string per prompt, logged.
+
+    ``prompt_style``: what the teacher reads. ``"few-shot"`` (a language model): tasks that can send it chat
+    turns with demonstrations from the seed set first (chapter 08; small models follow those much better than a
+    long instruction); ``"instruction"``: one instruction per example (the offline stand-ins parse that).
+    """
 
     name = "teacher"
+    prompt_style = "few-shot"
 
     def __init__(self, log_path: str | os.PathLike | None = None):
         self.log_path = log_path
@@ -57,13 +64,27 @@ class Teacher:
         raise NotImplementedError
 
     def complete(self, prompts: Sequence, *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 seed: int | None = 0, system: str | None = None, tag: str = "") -> list[str]:
-        """Replies to ``prompts`` (strings or chat-message lists). ``temperature=0`` means greedy."""
+                 seed: int | None = 0, system: str | None = None, tag: str = "",
+                 stop: Sequence[str] | None = None) -> list[str]:
+        """Replies to ``prompts`` (strings or chat-message lists). ``temperature=0`` means greedy.
+
+        ``max_new_tokens`` bounds each reply; ``stop``: strings that end a reply (sent to the backend where it
+        takes them, and every reply is cut before the first one here, so all backends agree).
+        """
+        from .generation import cut_at_stop
+
         prompts = list(prompts)
         settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, system=system)
-        replies = self._complete(prompts, **settings)
+        if stop:
+            settings["stop"] = list(stop)
+        backend_settings = dict(settings)
+        if "stop" not in inspect.signature(self._complete).parameters:
+            backend_settings.pop("stop", None)
+        replies = self._complete(prompts, **backend_settings)
         if len(replies) != len(prompts):
             raise TeacherError(f"{self.name}: got {len(replies)} replies for {len(prompts)} prompts")
+        if stop:
+            replies = [cut_at_stop(reply, stop).strip() for reply in replies]
         if self.log_path is not None:
             for prompt, reply in zip(prompts, replies):
                 append_jsonl(self.log_path, {"time": time.time(), "teacher": self.name, "tag": tag,
@@ -88,12 +109,13 @@ class HFTeacher(Teacher):
         self.batch_size = batch_size
         self.name = model_name or getattr(model, "name_or_path_for_course", None) or "smollm2-135m-instruct"
 
-    def _complete(self, prompts, *, max_new_tokens, temperature, seed, system):
+    def _complete(self, prompts, *, max_new_tokens, temperature, seed, system, stop=None):
         from .generation import generate
 
         return generate(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens,
                         batch_size=self.batch_size, system=system, do_sample=temperature > 0,
-                        temperature=temperature if temperature > 0 else 1.0, seed=seed, desc=f"teacher {self.name}")
+                        temperature=temperature if temperature > 0 else 1.0, seed=seed, desc=f"teacher {self.name}",
+                        stop=stop)
 
 
 class OpenAICompatibleTeacher(Teacher):
@@ -125,10 +147,12 @@ class OpenAICompatibleTeacher(Teacher):
                                "(or OPENAI_BASE_URL) and the network")
         self._reachable = True
 
-    def _request(self, messages: list[dict], max_new_tokens: int, temperature: float, seed) -> str:
+    def _request(self, messages: list[dict], max_new_tokens: int, temperature: float, seed, stop=None) -> str:
         body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens, "temperature": temperature}
         if seed is not None:
             body["seed"] = seed
+        if stop:
+            body["stop"] = list(stop)[:4]  # the OpenAI API takes at most four
         payload = post_json(f"{self.base_url}/chat/completions", body, api_key=self.api_key, timeout=self.timeout,
                             max_retries=self.max_retries, backoff=self.backoff, where=f"{self.name} at {self.base_url}",
                             key_hint="HELPERS_TEACHER_API_KEY")
@@ -137,16 +161,19 @@ class OpenAICompatibleTeacher(Teacher):
         except (KeyError, IndexError, TypeError) as err:
             raise TeacherError(f"{self.name} at {self.base_url}: unexpected reply format ({err!r})") from err
 
-    def _complete(self, prompts, *, max_new_tokens, temperature, seed, system):
+    def _complete(self, prompts, *, max_new_tokens, temperature, seed, system, stop=None):
+        """Prompt ``i`` is sent with sampling seed ``seed + i``: the same prompt asked twice (``--per-wrong 2``)
+        gets two different samples, and a rerun gets the same ones."""
         from .generation import to_messages
 
         self.check_connection()
 
-        def one(prompt):
-            return self._request(to_messages(prompt, system), max_new_tokens, temperature, seed)
+        def one(i, prompt):
+            return self._request(to_messages(prompt, system), max_new_tokens, temperature,
+                                 None if seed is None else seed + i, stop)
 
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            return list(pool.map(one, prompts))
+            return list(pool.map(one, range(len(prompts)), prompts))
 
 
 def unreachable(base_url: str, timeout: float = 10.0) -> str | None:

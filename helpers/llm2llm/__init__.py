@@ -12,11 +12,12 @@ from .datasets import LABELS
 from .gsm8k import GSM8KTask, answers_match, extract_prediction, load_gsm8k
 from .gsm8k_teacher import seed_from_prompt, teacher_prompt
 from .loop import run_llm2llm, sample_seeds
-from .round import Round, llm2llm_round, verify_new_examples
+from .oracle import label_agreement
+from .round import Round, llm2llm_round, teach, verify_new_examples
 from .run_folder import load_run
 
 __all__ = [
-    "GSM8KTask", "Round", "llm2llm_round", "verify_new_examples", "LABELS", "SPECS", "UnsafeExpressionError", "answers_match", "compare_methods", "evaluate",
+    "GSM8KTask", "Round", "llm2llm_round", "teach", "verify_new_examples", "label_agreement", "LABELS", "SPECS", "UnsafeExpressionError", "answers_match", "compare_methods", "evaluate",
     "extract_prediction", "format_summary", "load_gsm8k", "load_run", "make_task", "rephrase_prompt",
     "run_llm2llm", "sample_seeds", "seed_from_prompt", "teacher_prompt", "verify_solution",
 ]

@@ -69,7 +69,8 @@ def auggpt(task, seeds: Sequence[dict], teacher, budget: int, *, seed: int = 0, 
                 break
             prompts = [rephrase_prompt(task, seeds[i]) for i in todo]
             replies = teacher.complete(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                                       seed=seed + round_, tag=f"auggpt round {round_}")
+                                       seed=seed + round_, tag=f"auggpt round {round_}",
+                                       stop=getattr(task, "teacher_stop", None))
             result["teacher_calls"] += len(prompts)
             for i, reply in zip(todo, replies):
                 try:

@@ -204,6 +204,13 @@ class ClassificationTask(Task):
                         "scores": {label: round(s, 4) for label, s in zip(self.labels, row)}})
         return out
 
+    def label_agreement(self, records: Sequence[dict]) -> dict | None:
+        """How often an oracle trained on the full training split agrees with the labels of ``records`` (the
+        teacher's new examples): :func:`helpers.llm2llm.oracle.label_agreement`, a diagnostic, not a filter."""
+        from .oracle import label_agreement
+
+        return label_agreement(self, records)
+
     # -- teacher side ------------------------------------------------------------------------------
     def example_block(self, record: dict) -> str:
         """A record as the teacher sees it (and must answer): ``Text:``/``Label:`` lines (CaseHOLD: context,
@@ -213,7 +220,51 @@ class ClassificationTask(Task):
             return f"Context: {record['text']}\n{holdings}\nAnswer: {record['label']}"
         return f"Text: {record['text']}\nLabel: {record['label']}"
 
-    def teacher_prompt(self, record: dict, student_output: str | None = None) -> str:
+    @property
+    def teacher_max_new_tokens(self) -> int:
+        """The reply budget of a language-model teacher: one example is ~20–60 tokens (CaseHOLD ~400)."""
+        return 512 if self.multiple_choice else 128
+
+    @property
+    def teacher_stop(self) -> list[str]:
+        """Where a teacher's reply ends: a blank line, or the start of a second example (a small model that
+        ignores "ONE" repeats the block until its budget runs out)."""
+        return ["\nContext:"] if self.multiple_choice else ["\n\n", "\nText:"]
+
+    def demonstrations(self, record: dict, data: Sequence[dict], k: int = 2) -> list[dict]:
+        """Up to ``k`` *other* seed examples with ``record``'s label, the same ones on every run (ordered by a
+        hash of their text): the few-shot turns of :meth:`teacher_prompt`."""
+        same = [r for r in data if r.get("origin", "seed") == "seed" and r["label"] == record["label"]
+                and self.key(r) != self.key(record)]
+        same.sort(key=lambda r: hashlib.sha256(f"{self.key(record)}|{self.key(r)}".encode()).hexdigest())
+        return same[:k]
+
+    def few_shot_prompt(self, record: dict, student_output: str | None, demonstrations: Sequence[dict]) -> list:
+        """The teacher prompt for a language model: chat turns in which the teacher "already wrote"
+        ``demonstrations`` (other seeds with the label) in the reply format, then the wrong seed and the ask for
+        one new example. A 135M instruct model follows this far better than the one long instruction."""
+        spec, label = self.spec, record["label"]
+        what = f"{spec['unit']} with the label {label}" if not self.multiple_choice else \
+            f"citing context whose correct holding is number {label}"
+        ask = f"Write one new {what} ({spec['labels'][label]})."
+        messages = [{"role": "system", "content": f"You write training data for a {spec['what']} classifier. "
+                     f"Labels: {self.options_text()}. Reply in the format of the examples, nothing else."}]
+        for demo in demonstrations:
+            messages += [{"role": "user", "content": ask},
+                         {"role": "assistant", "content": self.example_block(demo)}]
+        wrong = (f" A small student model answered {student_output!r} for it, which is wrong."
+                 if student_output and student_output != label else "")
+        messages.append({"role": "user", "content": f"{ask} Here is one the student gets wrong:{wrong}\n"
+                         f"{self.example_block(record)}\nWrite a new, different one about something else."})
+        return messages
+
+    def teacher_prompt(self, record: dict, student_output: str | None = None,
+                       demonstrations: Sequence[dict] | None = None) -> str | list:
+        """The prompt that asks for ONE new example with ``record``'s label: with ``demonstrations`` the
+        few-shot chat turns of :meth:`few_shot_prompt` (for language models), else one instruction (what
+        the offline stand-in reads)."""
+        if demonstrations is not None:
+            return self.few_shot_prompt(record, student_output, demonstrations)
         spec, label = self.spec, record["label"]
         wrong = (f" A small student model answered {student_output!r}, which is wrong."
                  if student_output and student_output != label else "")
@@ -273,7 +324,7 @@ class ClassificationTask(Task):
         if not blocks:
             what = "'Context:'" if self.multiple_choice else "'Text:'"
             return [], [{"text": (reply or "").strip(), "reason": f"malformed: no {what} line in the reply"}]
-        for block in blocks:
+        for block in blocks[:1]:  # the prompt asks for ONE example: what follows it is the model rambling on
             text = block["text"]
             reason = None
             choices = None
@@ -342,6 +393,7 @@ class OfflineClassificationTeacher(Teacher):
     """
 
     name = "offline-classification (stand-in: WordNet perturbations, not an LLM)"
+    prompt_style = "instruction"
 
     def __init__(self, log_path=None, *, alpha: float = 0.3):
         super().__init__(log_path)

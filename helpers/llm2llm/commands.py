@@ -38,6 +38,9 @@ def add_arguments_llm2llm(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="student generation length (gsm8k default 256)")
     parser.add_argument("--eval-batch-size", type=int, default=8)
     parser.add_argument("--teacher-temperature", type=float, default=0.7)
+    parser.add_argument("--teacher-max-new-tokens", type=int, default=None,
+                        help="longest teacher reply in tokens (default: the task's, 128 for one classification "
+                             "example, 512 for CaseHOLD and GSM8K); replies also stop at the task's stop strings")
     parser.add_argument("--zero-shot", action="store_true", help="also evaluate the untrained student")
     parser.add_argument("--save-model", action="store_true", help="keep the newest student in OUT/student_NN (for gsm8k-eval --model)")
     parser.add_argument("--seed", type=int, default=0)
@@ -58,7 +61,7 @@ def main_llm2llm(args: argparse.Namespace) -> int:
     # every argument is checked before any model loads and before anything is written (run_llm2llm checks the
     # run folder's settings, the teacher, the data and the seed size the same way)
     at_least(args, 1, "seed_size", "test_size", "per_wrong", "batch_size", "max_length", "max_new_tokens",
-             "eval_batch_size", "train_layers")
+             "eval_batch_size", "train_layers", "teacher_max_new_tokens")
     at_least(args, 0, "iterations", "lr", "teacher_temperature")
     above(args, 0, "epochs")
     check_output_folder(args.out)
@@ -76,7 +79,8 @@ def main_llm2llm(args: argparse.Namespace) -> int:
         per_wrong=args.per_wrong, test_size=args.test_size, student_name=args.student, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, max_length=args.max_length, lora=args.lora, train_layers=args.train_layers,
         continue_training=args.continue_training, evaluate_on=args.evaluate_on,
-        teacher_temperature=args.teacher_temperature, eval_batch_size=args.eval_batch_size, seed=args.seed,
+        teacher_temperature=args.teacher_temperature, teacher_max_new_tokens=args.teacher_max_new_tokens,
+        eval_batch_size=args.eval_batch_size, seed=args.seed,
         device=args.device, zero_shot=args.zero_shot, save_model=args.save_model, progress=not args.no_progress,
         backend=backend)
     print(format_summary(summary))
@@ -87,10 +91,12 @@ def main_llm2llm(args: argparse.Namespace) -> int:
 def format_summary(summary: dict) -> str:
     """A small text table of a run's iterations."""
     lines = [f"{summary['task']} · teacher {summary['teacher']} · student {summary['config']['student']}",
-             "iteration  train_size  wrong  new_examples  test_accuracy"]
+             "iteration  train_size  wrong  new_examples  teacher_accepted  test_accuracy"]
     for e in summary["iterations"]:
+        accepted = (f"{e['teacher_replies_accepted']}/{e['teacher_requests']}"
+                    if e.get("teacher_replies_accepted") is not None else None)
         lines.append(f"{e['iteration']:>9}  {e['train_size']:>10}  {_dash(e['wrong']):>5}  "
-                     f"{_dash(e['new_examples']):>12}  {e['test_accuracy']:>13.3f}")
+                     f"{_dash(e['new_examples']):>12}  {_dash(accepted):>16}  {e['test_accuracy']:>13.3f}")
     if "zero_shot_test_accuracy" in summary:
         lines.append(f"zero-shot test accuracy: {summary['zero_shot_test_accuracy']:.3f}")
     return "\n".join(lines)

@@ -374,6 +374,7 @@ class ProgrammaticGSM8KTeacher(Teacher):
     """
 
     name = "programmatic-gsm8k"
+    prompt_style = "instruction"
 
     def __init__(self, log_path=None, **_ignored):
         super().__init__(log_path)

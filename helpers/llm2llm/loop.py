@@ -81,7 +81,7 @@ def run_llm2llm(
     continue_training: bool = False,
     evaluate_on: str = "train",
     teacher_temperature: float = 0.7,
-    teacher_max_new_tokens: int = 512,
+    teacher_max_new_tokens: int | None = None,
     dedup_threshold: float = 0.95,
     eval_batch_size: int = 8,
     seed: int = 0,
@@ -125,6 +125,10 @@ def run_llm2llm(
         raise ValueError("seed_size and per_wrong must be ≥ 1 and iterations ≥ 0")
     if test_size is not None and test_size < 1:
         raise ValueError(f"test_size (--test-size) must be ≥ 1, got {test_size}")
+    if teacher_max_new_tokens is None:  # the task's reply budget: one classification example, one GSM8K problem
+        teacher_max_new_tokens = getattr(task, "teacher_max_new_tokens", 512)
+    if teacher_max_new_tokens < 1:
+        raise ValueError(f"teacher_max_new_tokens (--teacher-max-new-tokens) must be ≥ 1, got {teacher_max_new_tokens}")
     if backend is not None:
         check_backend_task(task, lora)
     out_dir = Path(out_dir)
@@ -139,7 +143,8 @@ def run_llm2llm(
               "teacher": teacher_name, "epochs": epochs, "lr": lr, "batch_size": batch_size, "max_length": max_length,
               "lora": lora, "train_layers": train_layers, "continue_training": continue_training,
               "evaluate_on": evaluate_on, "teacher_temperature": teacher_temperature,
-              "dedup_threshold": dedup_threshold, "max_new_tokens": getattr(task, "max_new_tokens", None)}
+              "dedup_threshold": dedup_threshold, "max_new_tokens": getattr(task, "max_new_tokens", None),
+              "teacher_max_new_tokens": teacher_max_new_tokens}
     # Everything is checked before anything is written or loaded: the folder's settings, the teacher, the data.
     from ..common.teacher import check_teacher
 
@@ -314,7 +319,12 @@ def _augment(task, teacher, model, tokenizer, current, test_keys, folder, entry,
     write_jsonl(folder / "new_examples.jsonl", done.accepted)
     entry = dict(entry, wrong=len(done.wrong), wrong_seed=len(done.wrong_seeds), evaluated=len(done.evaluated),
                  train_accuracy=1 - len(done.wrong) / max(1, len(done.evaluated)), teacher_requests=len(done.prompts),
-                 new_examples=len(done.accepted), rejected=len(done.rejected))
+                 new_examples=len(done.accepted), rejected=len(done.rejected),
+                 teacher_replies_accepted=sum(o["accepted"] > 0 for o in done.outcomes),
+                 teacher_acceptance_rate=done.acceptance_rate, rejected_replies=done.rejection_reasons())
+    agreement = getattr(task, "label_agreement", None)
+    if callable(agreement):  # a diagnostic (never a filter): do the new examples carry the label an oracle gives?
+        entry["teacher_label_agreement"] = agreement(done.accepted)
     return entry, done.timing
 
 

@@ -34,6 +34,27 @@ class Round:
     accepted: list             # verified new examples (origin "generated", parent, iteration)
     rejected: list             # {"text", "reason", "parent"} per rejected example
     timing: dict = field(default_factory=dict)
+    outcomes: list = field(default_factory=list)  # per reply: {"accepted": n, "reason": why none was (or None)}
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """The share of teacher replies that gave at least one accepted example (``None`` without replies)."""
+        return round(sum(o["accepted"] > 0 for o in self.outcomes) / len(self.outcomes), 4) if self.outcomes else None
+
+    def rejection_reasons(self) -> dict:
+        """Rejected *replies* by the kind of their (first) reason: ``{"malformed": 3, "copy of the seed": 2, …}``."""
+        counts: dict[str, int] = {}
+        for o in self.outcomes:
+            if o["accepted"] == 0:
+                kind = reason_kind(o["reason"])
+                counts[kind] = counts.get(kind, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def reason_kind(reason: str | None) -> str:
+    """A rejection reason without its details: ``"near-copy (ROUGE-L 0.97 ≥ 0.95) of: …"`` → ``"near-copy"``."""
+    text = (reason or "no example").split(":")[0]
+    return text.split("(")[0].strip() or "no example"
 
 
 def llm2llm_round(task: Task, teacher, student, tokenizer, data: Sequence[dict], test_keys: set, *, iteration: int,
@@ -52,24 +73,42 @@ def llm2llm_round(task: Task, teacher, student, tokenizer, data: Sequence[dict],
     wrong = [(r, p) for r, p in zip(evaluated, predictions) if not p["correct"]]
     wrong_seeds = [(r, p) for r, p in wrong if r.get("origin") == "seed"]
     # 3. the teacher writes per_wrong new examples from each wrong seed (shown the student's wrong answer)
+    # 4. only verified, new examples join the data
     started = time.time()
-    prompts = [task.teacher_prompt(r, p.get("output")) for r, p in wrong_seeds for _ in range(per_wrong)]
+    prompts, replies, accepted, rejected, outcomes = teach(
+        task, teacher, wrong_seeds, data, test_keys, iteration=iteration, per_wrong=per_wrong,
+        temperature=temperature, max_new_tokens=max_new_tokens, dedup_threshold=dedup_threshold, seed=seed)
+    timing["teacher_s"] = round(time.time() - started, 1)
+    return Round(evaluated, predictions, wrong, wrong_seeds, prompts, replies, accepted, rejected, timing, outcomes)
+
+
+def teach(task: Task, teacher, wrong_seeds: Sequence[tuple], data: Sequence[dict], test_keys: set, *, iteration: int,
+          per_wrong: int = 1, temperature: float = 0.7, max_new_tokens: int = 512, dedup_threshold: float = 0.95,
+          seed: int = 0) -> tuple[list, list, list, list, list]:
+    """Steps 3–4 of a round: ``(prompts, replies, accepted, rejected, outcomes)`` for the ``(record, prediction)``
+    pairs of ``wrong_seeds``. A language-model teacher (``prompt_style == "few-shot"``) gets few-shot turns built
+    from other seeds of ``data`` where the task offers them; replies end at the task's ``teacher_stop`` strings."""
+    few_shot = getattr(teacher, "prompt_style", "few-shot") == "few-shot" and hasattr(task, "demonstrations")
+    prompts = [task.teacher_prompt(r, p.get("output"), task.demonstrations(r, data)) if few_shot
+               else task.teacher_prompt(r, p.get("output")) for r, p in wrong_seeds for _ in range(per_wrong)]
     parents = [r for r, _ in wrong_seeds for _ in range(per_wrong)]
     replies = teacher.complete(prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                               system=getattr(task, "teacher_system", None),
+                               system=getattr(task, "teacher_system", None), stop=getattr(task, "teacher_stop", None),
                                tag=f"iteration {iteration}") if prompts else []
-    timing["teacher_s"] = round(time.time() - started, 1)
-    # 4. only verified, new examples join the data
+    outcomes: list = []
     accepted, rejected = verify_new_examples(task, replies, parents, data, test_keys, iteration=iteration,
-                                             dedup_threshold=dedup_threshold)
-    return Round(evaluated, predictions, wrong, wrong_seeds, prompts, replies, accepted, rejected, timing)
+                                             dedup_threshold=dedup_threshold, outcomes=outcomes)
+    return prompts, replies, accepted, rejected, outcomes
 
 
 def verify_new_examples(task: Task, replies: Sequence[str], parents: Sequence[dict], data: Sequence[dict],
-                        test_keys: set, *, iteration: int, dedup_threshold: float = 0.95) -> tuple[list, list]:
+                        test_keys: set, *, iteration: int, dedup_threshold: float = 0.95,
+                        outcomes: list | None = None) -> tuple[list, list]:
     """``(accepted, rejected)``: each reply parsed and checked by the task (GSM8K: the arithmetic recomputed),
     then refused when it is a test question, already in the data, or a near-copy (ROUGE-L ≥ ``dedup_threshold``)
-    of the data or of an example accepted before it. Every rejection keeps its reason."""
+    of the data or of an example accepted before it. Every rejection keeps its reason. ``outcomes``, when
+    given, gets one ``{"accepted": n, "reason": …}`` per reply: the teacher's acceptance is counted per reply,
+    so a reply that repeats a bad block 100 times is one rejected reply, not 100."""
     index = NearDuplicateIndex(dedup_threshold)
     known = {task.key(r) for r in data}
     for r in data:
@@ -79,6 +118,7 @@ def verify_new_examples(task: Task, replies: Sequence[str], parents: Sequence[di
         ok, bad = task.parse_teacher_reply(reply, parent)
         parent_key = task.key(parent)
         rejected += [dict(b, parent=parent_key) for b in bad]
+        before = (len(accepted), len(rejected))
         for record in ok:
             key, text = task.key(record), dedup_text(task, record)
             reason = None
@@ -94,6 +134,11 @@ def verify_new_examples(task: Task, replies: Sequence[str], parents: Sequence[di
             accepted.append(dict(record, origin="generated", parent=parent_key, iteration=iteration))
             known.add(key)
             index.add(text, key[:80])
+        if outcomes is not None:
+            n_ok = len(accepted) - before[0]
+            first_bad = (bad[0]["reason"] if bad else rejected[before[1]]["reason"]
+                         if len(rejected) > before[1] else None)
+            outcomes.append({"accepted": n_ok, "reason": None if n_ok else first_bad})
     return accepted, rejected
 
 

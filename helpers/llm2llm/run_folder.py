@@ -22,6 +22,9 @@ from ..common.io import atomic_write_json, read_jsonl
 RESUME_KEYS = ("task", "seed_size", "seed", "per_wrong", "test_size", "student", "teacher", "epochs", "lr",
                "batch_size", "lora", "train_layers", "continue_training", "evaluate_on", "max_length",
                "teacher_temperature", "dedup_threshold", "max_new_tokens")
+#: Settings added after run folders already existed: compared on resume only when the folder's ``config.json``
+#: records them (so folders written before they existed still resume; the run hash stays over RESUME_KEYS).
+RESUME_KEYS_RECORDED = ("teacher_max_new_tokens",)
 RUN_LOG = "run_log.jsonl"
 
 
@@ -50,6 +53,10 @@ def _open_run_log(out_dir: Path, config: dict):
                                  f"{key}={config.get(key)!r}; use another --out folder or the same settings to resume")
         raise ValueError(f"{out_dir / RUN_LOG}: this folder holds a run with other settings; use another --out "
                          "folder or the same settings to resume")
+    for key in RESUME_KEYS_RECORDED:
+        if previous is not None and key in previous and previous[key] != config.get(key):
+            raise ValueError(f"{config_path}: this run used {key}={previous[key]!r}, now {key}={config.get(key)!r}; "
+                             "use another --out folder or the same settings to resume")
     if previous is not None and not log.records() and (out_dir / "seed.jsonl").exists():
         log.append({"n": None, "adopted": True}, key="seeds")  # an older run folder with the same settings
         if (out_dir / "zero_shot_predictions.jsonl").exists():
