@@ -7,7 +7,7 @@
 # 1. benchmarks, alone on the machine: the SafeEdit harness (batched across records vs one record at a time)
 #    and DINM's fast path vs the full forward at layers 8/15/22/28;
 # 2. in parallel, each in its own process:
-#    A1/A2  LLM2LLM on GSM8K, 1 % seeds (74), up to 5 rounds, all 1,319 test problems, 10 epochs;
+#    A1/A2  LLM2LLM on GSM8K, 1 % seeds (74), up to 5 rounds, the 1,000 test problems of the offline data (the hub has 1,319), 10 epochs (not the reference's 3: a 135M student);
 #           A1 one teacher reply per wrong seed (+ zero-shot), A2 three;
 #    B1/B2  safeedit-eval vanilla and DINM on the 7 official sample records (256 new tokens) and on the
 #           30 built test records (128 new tokens), KQA/Csum on 1,000/200 items after the first 3 edits

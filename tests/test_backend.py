@@ -337,6 +337,7 @@ def test_llm2llm_teacher_round_via_transformers_serve(served_embedded, shared_da
     assert first["wrong_seed"] >= 1 and first["teacher_requests"] == first["wrong_seed"] == len(log)
     assert all(isinstance(row["prompt"], list) and row["prompt"][-1]["role"] == "user" for row in log), "few-shot turns"
     assert all(row["settings"]["max_new_tokens"] == 48 and "\n\n" not in row["reply"] for row in log)
+    assert sum(len(row["reply"]) > len("Text: ") + 5 for row in log) >= len(log) / 2, "replies are not cut at once"
     assert first["teacher_acceptance_rate"] == round(first["teacher_replies_accepted"] / len(log), 4)
     assert first["teacher_replies_accepted"] + sum(first["rejected_replies"].values()) == len(log)
     assert first["teacher_label_agreement"]["n"] == first["new_examples"]

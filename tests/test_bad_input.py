@@ -147,6 +147,19 @@ PROBES = [
     ("helpers", ["llm2llm-grid", "--seed-sizes", "trec=0"], "--seed-sizes", {}),
     ("helpers", ["llm2llm-grid", "--iterations", "0"], "--iterations", {}),
     ("helpers", ["llm2llm-grid", "--out", "{tmp}/afile/grid.json"], "--out", {}),
+    # --- llm2llm-teacher-quality
+    ("helpers", ["llm2llm-teacher-quality", "--runs", "{tmp}/norun"], "--runs", {}),
+    ("helpers", ["llm2llm-teacher-quality", "--runs", "{tmp}/norun", "--teachers", ","], "--teachers", {}),
+    ("helpers", ["llm2llm-teacher-quality", "--runs", "{tmp}/norun", "--teacher-max-new-tokens", "0"],
+     "--teacher-max-new-tokens", {}),
+    # --- llm2llm: the reference's settings
+    ("helpers", ["llm2llm", "--dataset", "gsm8k", "--seed-size", "4", "--iterations", "1", "--out", "{tmp}/r",
+                 "--grad-accum", "0"], "--grad-accum", {}),
+    ("helpers", ["llm2llm", "--dataset", "gsm8k", "--seed-size", "4", "--iterations", "1", "--out", "{tmp}/r",
+                 "--lr-schedule", "steep"], "--lr-schedule", {}),
+    ("helpers", ["llm2llm", "--dataset", "gsm8k", "--seed-size", "4", "--iterations", "1", "--out", "{tmp}/r",
+                 "--warmup-ratio", "1.5"], "--warmup-ratio", {}),
+    ("helpers", ["gsm8k-eval", "--data", "test", "--out", "{tmp}/e.json", "--decoding", "hot"], "--decoding", {}),
     # --- python -m helpers dinm-sweep
     ("helpers", ["dinm-sweep", "--limit", "0"], "--limit", {}),
     ("helpers", ["dinm-sweep", "--general", "kqa,bogus"], "bogus", {}),

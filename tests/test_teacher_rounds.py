@@ -111,6 +111,13 @@ def test_local_generation_stops_at_a_stop_string(embedded):
     assert "\n" in free, free
     stopped = generate(model, tokenizer, prompt, max_new_tokens=24, progress=False, stop=["\n"])[0]
     assert stopped == free.split("\n")[0].strip() and len(stopped) < len(free)
+    # a stop string that the prompt's end and the reply's first word form together must not fire: the chat
+    # prompt ends in "assistant\n" and the few-shot reply starts with "Text:" (transformers' stop_strings do fire)
+    task = make_task("trec")
+    few_shot = task.teacher_prompt(SEEDS[0], "LOC", task.demonstrations(SEEDS[0], SEEDS))
+    reply = generate(model, tokenizer, [few_shot], max_new_tokens=48, progress=False, stop=task.teacher_stop)[0]
+    assert reply.startswith("Text:") and len(reply) > len("Text: ") + 5, reply
+    assert "\n\n" not in reply and "\nText:" not in reply
 
 
 def test_label_agreement_oracle_tells_right_labels_from_wrong_ones(shared_data):

@@ -54,8 +54,8 @@ def generate(
     Greedy by default (deterministic). With ``do_sample=True`` pass ``seed`` for reproducible sampling.
     Inputs longer than ``max_input_tokens`` keep their *last* tokens (where the question usually is).
     Prompts are sorted by length inside the call so batches waste little padding; the output keeps the
-    input order. ``stop``: strings that end a reply (generation stops there, transformers' ``stop_strings``,
-    and the reply is cut before the first of them, as OpenAI-compatible servers do).
+    input order. ``stop``: strings that end a reply (generation stops once one appears in the *new* text, see
+    :class:`StopOnNewText`, and the reply is cut before the first of them, as OpenAI-compatible servers do).
 
     ``model`` may be a :class:`helpers.common.backend.ServerBackend` (``tokenizer`` then unused): the prompts go to
     its OpenAI-compatible server as chat messages, with the same greedy/sampling settings.
@@ -88,8 +88,6 @@ def generate(
         gen_kwargs.update(temperature=temperature, top_p=top_p)
     else:
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-    if stop:
-        gen_kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
     for batch in tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False):
         tokenizer.truncation_side = "left"
         enc = tokenizer(
@@ -100,14 +98,33 @@ def generate(
             truncation=max_input_tokens is not None,
             max_length=max_input_tokens,
         ).to(device)
+        stopping = {"stopping_criteria": [StopOnNewText(tokenizer, stop, enc["input_ids"].shape[1])]} if stop else {}
         with torch.no_grad():
-            out = model.generate(**enc, **gen_kwargs)
+            out = model.generate(**enc, **gen_kwargs, **stopping)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
         for i, row in zip(batch, new_tokens):
             outputs[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop).strip()
     if was_training:
         model.train()
     return outputs  # type: ignore[return-value]
+
+
+class StopOnNewText:
+    """A ``stopping_criteria`` entry for ``model.generate``: a row is done once one of ``stop`` occurs in the text
+    generated after the prompt (``prompt_length`` tokens). transformers' own ``stop_strings`` also match across
+    the prompt boundary — with a chat prompt ending in ``"assistant\n"``, the stop string ``"\nText:"`` fires
+    on the first generated word ``Text:`` — so the course checks the new text only (decoded each step: cheap
+    for replies of a few hundred tokens)."""
+
+    def __init__(self, tokenizer, stop: Sequence[str], prompt_length: int):
+        self.tokenizer, self.stop, self.prompt_length = tokenizer, [s for s in stop if s], prompt_length
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], dtype=torch.bool,
+                            device=input_ids.device)
 
 
 def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:

@@ -191,6 +191,7 @@ def finetune(
     merge_lora: bool = True,
     weight_decay: float = 0.0,
     warmup_ratio: float = 0.03,
+    lr_schedule: str = "linear",
     max_grad_norm: float = 1.0,
     system: str | None = None,
     seed: int = 0,
@@ -211,7 +212,9 @@ def finetune(
     back unless ``merge_lora=False``). ``train_layers=N`` trains only the last ``N`` transformer blocks and
     the final norm (embeddings, output head and lower blocks frozen): a CPU speed knob, since the backward
     pass then stops early — about twice as fast for the embedded model with ``N`` ≤ 4. The tokenizer used
-    is attached as ``model.student_tokenizer``.
+    is attached as ``model.student_tokenizer``. The learning rate warms up linearly over ``warmup_ratio`` of
+    the updates, then decays to 0 linearly or (``lr_schedule="cosine"``, the LLM2LLM reference) along a cosine;
+    the effective batch is ``batch_size × grad_accum``.
     """
     import torch
 
@@ -257,10 +260,16 @@ def finetune(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = int(warmup_ratio * total_updates)
 
-    def schedule(step: int) -> float:
+    if lr_schedule not in ("linear", "cosine"):
+        raise ValueError(f"lr_schedule must be 'linear' or 'cosine', got {lr_schedule!r}")
+
+    def schedule(step: int) -> float:  # linear warm-up, then linear or cosine decay to 0 (as transformers' schedulers)
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        return max(0.0, (total_updates - step) / max(1, total_updates - warmup))
+        progress_ = (step - warmup) / max(1, total_updates - warmup)
+        if lr_schedule == "cosine":
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress_)))
+        return max(0.0, 1.0 - progress_)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     keep_logits = _accepts_logits_to_keep(model)

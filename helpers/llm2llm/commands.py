@@ -2,6 +2,9 @@
 
     python -m helpers llm2llm --dataset gsm8k --seed-size 74 --iterations 3 --test-size 200 --out runs/gsm8k
     python -m helpers llm2llm --dataset trec --seed-size 24 --iterations 2 --out runs/trec
+    # the reference's full-scale training settings (a GPU and a 7B student; see REFERENCE)
+    python -m helpers llm2llm --dataset gsm8k --preset reference --student meta-llama/Llama-2-7b-hf \
+        --seed-size 74 --iterations 5 --out runs/gsm8k_reference
 """
 from __future__ import annotations
 
@@ -10,6 +13,30 @@ from pathlib import Path
 
 from .loop import check_backend_task, run_llm2llm
 from .task import get_task
+
+
+#: The LLM2LLM reference's GSM8K training (SqueezeAILab/LLM2LLM): full fine-tuning, 3 epochs, lr 2e-5 with a
+#: cosine schedule and 3 % warm-up, effective batch 128, sequences up to 1,024 tokens, one teacher example per
+#: wrong seed; its duplicate filter (ROUGE-L on the question, 0.95) is the task's own. ``--preset reference``
+#: sets these where the command line does not (batch 8 × 16 accumulated steps = 128).
+REFERENCE = {"epochs": 3.0, "lr": 2e-5, "lr_schedule": "cosine", "warmup_ratio": 0.03, "batch_size": 8,
+             "grad_accum": 16, "max_length": 1024, "per_wrong": 1, "dedup_threshold": 0.95}
+
+
+def apply_preset(args: argparse.Namespace) -> None:
+    """Fill in ``--preset reference`` for every flag of :data:`REFERENCE` not given on the command line; with
+    ``--batch-size B`` alone, ``--grad-accum`` becomes 128 / B so the effective batch stays 128."""
+    if getattr(args, "preset", None) != "reference":
+        return
+    typed = getattr(args, "argv", None) or []
+    given = {a.split("=")[0][2:].replace("-", "_") for a in typed if a.startswith("--")}
+    if args.lora or args.train_layers is not None:
+        raise ValueError("--preset reference is full fine-tuning: drop --lora / --train-layers")
+    for key, value in REFERENCE.items():
+        if key not in given:
+            setattr(args, key, value)
+    if "batch_size" in given and "grad_accum" not in given:
+        args.grad_accum = max(1, 128 // args.batch_size)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -29,6 +56,16 @@ def add_arguments_llm2llm(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    parser.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps (effective batch = "
+                                                                  "batch size × this)")
+    parser.add_argument("--lr-schedule", choices=("linear", "cosine"), default="linear",
+                        help="decay after the warm-up (the reference: cosine)")
+    parser.add_argument("--warmup-ratio", type=float, default=0.03, help="share of the updates spent warming up")
+    parser.add_argument("--preset", choices=("reference",), default=None,
+                        help="reference: the LLM2LLM reference's GSM8K training settings (3 epochs, lr 2e-5, cosine, "
+                             "3%% warm-up, effective batch 128, max length 1024, full fine-tuning) where not given")
+    parser.add_argument("--dedup-threshold", type=float, default=0.95,
+                        help="ROUGE-L at which a new example counts as a near-copy (GSM8K: of a question)")
     parser.add_argument("--max-length", type=int, default=512, help="training sequence length (tokens)")
     parser.add_argument("--lora", action="store_true", help="LoRA instead of full fine-tuning")
     parser.add_argument("--train-layers", type=int, default=None, help="train only the last N blocks (CPU speed knob)")
@@ -60,8 +97,12 @@ def main_llm2llm(args: argparse.Namespace) -> int:
 
     # every argument is checked before any model loads and before anything is written (run_llm2llm checks the
     # run folder's settings, the teacher, the data and the seed size the same way)
+    apply_preset(args)
     at_least(args, 1, "seed_size", "test_size", "per_wrong", "batch_size", "max_length", "max_new_tokens",
-             "eval_batch_size", "train_layers", "teacher_max_new_tokens")
+             "eval_batch_size", "train_layers", "teacher_max_new_tokens", "grad_accum")
+    if not 0 <= args.warmup_ratio < 1 or not 0 < args.dedup_threshold <= 1:
+        raise ValueError(f"--warmup-ratio must be in [0, 1) and --dedup-threshold in (0, 1]; got {args.warmup_ratio}, "
+                         f"{args.dedup_threshold}")
     at_least(args, 0, "iterations", "lr", "teacher_temperature")
     above(args, 0, "epochs")
     check_output_folder(args.out)
@@ -77,7 +118,9 @@ def main_llm2llm(args: argparse.Namespace) -> int:
     summary = run_llm2llm(
         task, args.teacher, seed_size=args.seed_size, iterations=args.iterations, out_dir=args.out,
         per_wrong=args.per_wrong, test_size=args.test_size, student_name=args.student, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, max_length=args.max_length, lora=args.lora, train_layers=args.train_layers,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, lr_schedule=args.lr_schedule,
+        warmup_ratio=args.warmup_ratio, dedup_threshold=args.dedup_threshold, max_length=args.max_length,
+        lora=args.lora, train_layers=args.train_layers,
         continue_training=args.continue_training, evaluate_on=args.evaluate_on,
         teacher_temperature=args.teacher_temperature, teacher_max_new_tokens=args.teacher_max_new_tokens,
         eval_batch_size=args.eval_batch_size, seed=args.seed,

@@ -135,11 +135,17 @@ class GSM8KTask(Task):
     teacher_system = TEACHER_SYSTEM
 
     def __init__(self, max_new_tokens: int = 256, keep_annotations: bool = False,
-                 instruction: str = STUDENT_INSTRUCTION, min_question_words: int = 6):
+                 instruction: str = STUDENT_INSTRUCTION, min_question_words: int = 6, sampling: dict | None = None):
         self.max_new_tokens = max_new_tokens
         self.keep_annotations = keep_annotations
         self.instruction = instruction
         self.min_question_words = min_question_words
+        self.sampling = sampling  # None: greedy (the course's default); REFERENCE_SAMPLING: the reference's
+
+    def dedup_text(self, record: dict) -> str:
+        """What the loop's near-duplicate filter (ROUGE-L) compares: the question alone, as the reference does —
+        not the fixed instruction every prompt shares, which would inflate every similarity."""
+        return record["question"]
 
     def load(self, split: str, limit: int | None = None) -> list[dict]:
         return load_gsm8k(split, limit)
@@ -159,8 +165,9 @@ class GSM8KTask(Task):
                 desc: str = "GSM8K") -> list[dict]:
         from ..common.generation import generate
 
+        sampling = dict(do_sample=True, **self.sampling) if self.sampling else {}
         outputs = generate(model, tokenizer, [self.prompt(r) for r in records], max_new_tokens=self.max_new_tokens,
-                           batch_size=batch_size, progress=progress, desc=desc)
+                           batch_size=batch_size, progress=progress, desc=desc, **sampling)
         results = []
         for record, output in zip(records, outputs):
             prediction = extract_prediction(output)
@@ -265,11 +272,17 @@ def read_gsm8k_file(path: str | os.PathLike, limit: int | None = None) -> list[d
     return records
 
 
+#: The reference's evaluation decoding (LLM2LLM's GSM8K scripts): sampling at T = 0.7, top-p 0.9 (and 100 new
+#: tokens there). The course decodes greedily by default, so a rerun gives the same answers.
+REFERENCE_SAMPLING = {"temperature": 0.7, "top_p": 0.9}
+
+
 def evaluate_gsm8k(model, tokenizer, records: list[dict], *, max_new_tokens: int = 256, batch_size: int = 8,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, sampling: dict | None = None) -> dict:
     """``{"accuracy", "correct", "n", "instances": [{"question", "gold", "prediction", "output", "correct"}]}``
-    with the same prompt format the LLM2LLM student is trained with (greedy decoding)."""
-    task = GSM8KTask(max_new_tokens=max_new_tokens)
+    with the same prompt format the LLM2LLM student is trained with: greedy decoding, or ``sampling`` (e.g.
+    ``dict(REFERENCE_SAMPLING, seed=0)``)."""
+    task = GSM8KTask(max_new_tokens=max_new_tokens, sampling=sampling)
     instances = task.predict(model, tokenizer, records, batch_size=batch_size, progress=progress)
     correct = sum(i["correct"] for i in instances)
     return {"accuracy": correct / max(1, len(instances)), "correct": correct, "n": len(instances),
@@ -283,6 +296,10 @@ def add_arguments_gsm8k_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="results JSON (accuracy and instances)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--decoding", choices=("greedy", "reference"), default="greedy",
+                        help="greedy (default: the same answers on every run) or the reference's sampling "
+                             "(T 0.7, top-p 0.9; its scripts also use --max-new-tokens 100)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed for --decoding reference")
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-progress", action="store_true")
     from ..common.backend import add_backend_arguments
@@ -308,10 +325,12 @@ def main_gsm8k_eval(args: argparse.Namespace) -> int:
         model, tokenizer = backend, None
     else:
         model, tokenizer = load_model(args.model, device=args.device)
+    sampling = dict(REFERENCE_SAMPLING, seed=args.seed) if args.decoding == "reference" else None
     result = evaluate_gsm8k(model, tokenizer, records, max_new_tokens=args.max_new_tokens,
-                            batch_size=args.batch_size, progress=not args.no_progress)
+                            batch_size=args.batch_size, progress=not args.no_progress, sampling=sampling)
     payload = {"model": backend.name if backend else args.model or "smollm2-135m-instruct", "data": str(args.data),
-               "limit": args.limit, "max_new_tokens": args.max_new_tokens, "hardware": hardware(), **result}
+               "limit": args.limit, "max_new_tokens": args.max_new_tokens,
+               "decoding": {"greedy": True} if sampling is None else sampling, "hardware": hardware(), **result}
     if backend is not None:
         payload["backend"] = {"base_url": backend.base_url, "concurrency": backend.concurrency}
     atomic_write_json(args.out, payload)

@@ -75,6 +75,9 @@ def run_llm2llm(
     epochs: float = 3,
     lr: float = 5e-5,
     batch_size: int = 8,
+    grad_accum: int = 1,
+    lr_schedule: str = "linear",
+    warmup_ratio: float = 0.03,
     max_length: int = 512,
     lora: bool = False,
     train_layers: int | None = None,
@@ -127,6 +130,9 @@ def run_llm2llm(
         raise ValueError(f"test_size (--test-size) must be ≥ 1, got {test_size}")
     if teacher_max_new_tokens is None:  # the task's reply budget: one classification example, one GSM8K problem
         teacher_max_new_tokens = getattr(task, "teacher_max_new_tokens", 512)
+    if lr_schedule not in ("linear", "cosine") or grad_accum < 1 or not 0 <= warmup_ratio < 1:
+        raise ValueError(f"lr_schedule (--lr-schedule) linear or cosine, grad_accum ≥ 1 and 0 ≤ warmup_ratio < 1; got "
+                         f"{lr_schedule!r}, {grad_accum}, {warmup_ratio}")
     if teacher_max_new_tokens < 1:
         raise ValueError(f"teacher_max_new_tokens (--teacher-max-new-tokens) must be ≥ 1, got {teacher_max_new_tokens}")
     if backend is not None:
@@ -144,7 +150,8 @@ def run_llm2llm(
               "lora": lora, "train_layers": train_layers, "continue_training": continue_training,
               "evaluate_on": evaluate_on, "teacher_temperature": teacher_temperature,
               "dedup_threshold": dedup_threshold, "max_new_tokens": getattr(task, "max_new_tokens", None),
-              "teacher_max_new_tokens": teacher_max_new_tokens}
+              "teacher_max_new_tokens": teacher_max_new_tokens, "grad_accum": grad_accum, "lr_schedule": lr_schedule,
+              "warmup_ratio": warmup_ratio}
     # Everything is checked before anything is written or loaded: the folder's settings, the teacher, the data.
     from ..common.teacher import check_teacher
 
@@ -200,6 +207,7 @@ def run_llm2llm(
             raise RuntimeError(f"iteration {i}: {len(leaked)} training records are test questions")
         start_model = previous if (continue_training and previous is not None) else base_model
         return finetune(start_model, examples, tokenizer=tokenizer, epochs=epochs, lr=lr, batch_size=batch_size,
+                        grad_accum=grad_accum, lr_schedule=lr_schedule, warmup_ratio=warmup_ratio,
                         max_length=max_length, lora=lora, train_layers=train_layers, seed=seed,
                         system=getattr(task, "system", None),
                         inplace=start_model is previous, progress=progress, desc=f"iteration {i}: fine-tuning")
