@@ -160,6 +160,8 @@ PROBES = [
     ("helpers", ["llm2llm", "--dataset", "gsm8k", "--seed-size", "4", "--iterations", "1", "--out", "{tmp}/r",
                  "--warmup-ratio", "1.5"], "--warmup-ratio", {}),
     ("helpers", ["gsm8k-eval", "--data", "test", "--out", "{tmp}/e.json", "--decoding", "hot"], "--decoding", {}),
+    ("helpers", ["llm2llm", "--dataset", "trec", "--seed-size", "4", "--iterations", "1", "--out", "{tmp}/r",
+                 "--dedup-on", "question"], "--dedup-on", {}),
     # --- python -m helpers dinm-sweep
     ("helpers", ["dinm-sweep", "--limit", "0"], "--limit", {}),
     ("helpers", ["dinm-sweep", "--general", "kqa,bogus"], "bogus", {}),

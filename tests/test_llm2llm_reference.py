@@ -57,7 +57,7 @@ def _args(*argv):
 
 def test_preset_reference_sets_the_reference_where_the_command_line_does_not():
     args = _args("--preset", "reference")
-    assert {k: getattr(args, k) for k in REFERENCE} == REFERENCE
+    assert {k: getattr(args, k) for k in REFERENCE} == REFERENCE and args.dedup_on == "question"
     assert args.batch_size * args.grad_accum == 128 and args.lr_schedule == "cosine" and args.max_length == 1024
     given = _args("--preset", "reference", "--lr", "1e-5", "--batch-size", "4")
     assert given.lr == 1e-5 and given.batch_size * given.grad_accum == 128, "explicit flags win; batch stays 128"
@@ -73,8 +73,20 @@ def test_preset_reference_refuses_partial_training_before_anything_loads(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-def test_the_duplicate_filter_compares_questions_not_the_shared_instruction():
-    task = GSM8KTask()
+def test_the_duplicate_filter_never_compares_the_shared_instruction():
+    from helpers.llm2llm.gsm8k import STUDENT_INSTRUCTION
+
+    record = {"question": "Tom has 3 pens and buys 2 more. How many pens does he have?",
+              "answer": "3 + 2 = <<3+2=5>>5\n#### 5", "gold": "5"}
+    default = GSM8KTask().dedup_text(record)
+    assert STUDENT_INSTRUCTION not in default and default.startswith(record["question"]) and "#### 5" in default
+    assert GSM8KTask(dedup_on="question").dedup_text(record) == record["question"]
+    with pytest.raises(ValueError, match="dedup_on"):
+        GSM8KTask(dedup_on="answer")
+
+
+def test_the_reference_filter_compares_questions_only():
+    task = GSM8KTask(dedup_on="question")
     story = ("Maria bakes 12 muffins every morning for the school fair and sells each muffin for 2 dollars "
              "to the parents who visit. How many dollars does she earn from one morning of muffins?")
     seed = {"question": story, "answer": "12 * 2 = <<12*2=24>>24\n#### 24", "gold": "24", "origin": "seed"}

@@ -198,6 +198,16 @@ def _training_args(config_cls, *, steps: int, batch_size: int, grad_accum: int, 
         gradient_checkpointing=False, dataloader_num_workers=0, **extra)
 
 
+def _quiet(trainer, progress: bool):
+    """Without a progress bar transformers prints every log dict (``PrinterCallback``); the history is kept in
+    ``trainer.state.log_history`` anyway, so drop the printing (it fills notebook outputs with raw dicts)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def _lora_config(r: int, alpha: int, dropout: float = 0.0):
     from peft import LoraConfig
 
@@ -316,10 +326,11 @@ class DPOMethod(_TrainedMethod):
                                   grad_accum=s["grad_accum"], lr=s["lr"], seed=self.seed, progress=self.progress,
                                   output_dir=tmp, beta=s["beta"],
                                   max_length=s["max_prompt_tokens"] + s["max_response_tokens"] + 64)
-            trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=_conversational(pairs, "chosen", "rejected"),
+            trainer = DPOTrainer(model=policy, ref_model=ref, args=args,
+                                 train_dataset=_conversational(pairs, "chosen", "rejected"),
                                  processing_class=copy.deepcopy(tokenizer),
                                  peft_config=_lora_config(s["lora_r"], 2 * s["lora_r"]) if s["lora"] else None)
-            trainer.train()
+            _quiet(trainer, self.progress).train()
         self.history["log"] = [dict(x) for x in trainer.state.log_history]
         trained = trainer.model
         del trainer, ref
@@ -401,9 +412,10 @@ class RLHFMethod(_TrainedMethod):
             if not s["lora"]:
                 for p in policy.parameters():
                     p.requires_grad_(True)
-            trainer = RLOOTrainer(model=policy, reward_funcs=self.reward_function(), args=args,
-                                  train_dataset=dataset, processing_class=tok,
-                                  peft_config=_lora_config(s["lora_r"], 2 * s["lora_r"]) if s["lora"] else None)
+            trainer = _quiet(RLOOTrainer(model=policy, reward_funcs=self.reward_function(), args=args,
+                                         train_dataset=dataset, processing_class=tok,
+                                         peft_config=_lora_config(s["lora_r"], 2 * s["lora_r"]) if s["lora"] else None),
+                             self.progress)
             if not s["lora"] and s["beta"] != 0.0:
                 # TRL would reload the reference from disk by name; use an exact frozen copy of the base instead.
                 ref = copy.deepcopy(model).eval()

@@ -17,10 +17,10 @@ from .task import get_task
 
 #: The LLM2LLM reference's GSM8K training (SqueezeAILab/LLM2LLM): full fine-tuning, 3 epochs, lr 2e-5 with a
 #: cosine schedule and 3 % warm-up, effective batch 128, sequences up to 1,024 tokens, one teacher example per
-#: wrong seed; its duplicate filter (ROUGE-L on the question, 0.95) is the task's own. ``--preset reference``
-#: sets these where the command line does not (batch 8 × 16 accumulated steps = 128).
+#: wrong seed, and its duplicate filter (ROUGE-L on the question alone, 0.95). ``--preset reference`` sets these
+#: where the command line does not (batch 8 × 16 accumulated steps = 128).
 REFERENCE = {"epochs": 3.0, "lr": 2e-5, "lr_schedule": "cosine", "warmup_ratio": 0.03, "batch_size": 8,
-             "grad_accum": 16, "max_length": 1024, "per_wrong": 1, "dedup_threshold": 0.95}
+             "grad_accum": 16, "max_length": 1024, "per_wrong": 1, "dedup_threshold": 0.95, "dedup_on": "question"}
 
 
 def apply_preset(args: argparse.Namespace) -> None:
@@ -33,7 +33,7 @@ def apply_preset(args: argparse.Namespace) -> None:
     if args.lora or args.train_layers is not None:
         raise ValueError("--preset reference is full fine-tuning: drop --lora / --train-layers")
     for key, value in REFERENCE.items():
-        if key not in given:
+        if key not in given and (key != "dedup_on" or args.dataset == "gsm8k"):
             setattr(args, key, value)
     if "batch_size" in given and "grad_accum" not in given:
         args.grad_accum = max(1, 128 // args.batch_size)
@@ -65,7 +65,10 @@ def add_arguments_llm2llm(parser: argparse.ArgumentParser) -> None:
                         help="reference: the LLM2LLM reference's GSM8K training settings (3 epochs, lr 2e-5, cosine, "
                              "3%% warm-up, effective batch 128, max length 1024, full fine-tuning) where not given")
     parser.add_argument("--dedup-threshold", type=float, default=0.95,
-                        help="ROUGE-L at which a new example counts as a near-copy (GSM8K: of a question)")
+                        help="ROUGE-L at which a new example counts as a near-copy")
+    parser.add_argument("--dedup-on", choices=("question+solution", "question"), default=None,
+                        help="gsm8k: what the near-copy filter compares (default question+solution; the reference "
+                             "and --preset reference: question)")
     parser.add_argument("--max-length", type=int, default=512, help="training sequence length (tokens)")
     parser.add_argument("--lora", action="store_true", help="LoRA instead of full fine-tuning")
     parser.add_argument("--train-layers", type=int, default=None, help="train only the last N blocks (CPU speed knob)")
@@ -111,6 +114,10 @@ def main_llm2llm(args: argparse.Namespace) -> int:
     if parse_backend(args.backend) is not None:
         check_backend_task(task, args.lora)
     backend = backend_from_args(args)  # flags checked and the server reached before anything trains
+    if args.dedup_on is not None:
+        if not hasattr(task, "dedup_on"):
+            raise SystemExit(f"--dedup-on does not apply to {args.dataset} (it compares text and label)")
+        task.dedup_on = args.dedup_on
     if args.max_new_tokens is not None:
         if not hasattr(task, "max_new_tokens"):
             raise SystemExit(f"--max-new-tokens does not apply to {args.dataset}")

@@ -120,6 +120,10 @@ def strip_annotations(answer: str) -> str:
     return ANNOTATION.sub("", answer).strip()
 
 
+#: what GSM8K's near-duplicate filter compares (:meth:`GSM8KTask.dedup_text`)
+DEDUP_ON = ("question+solution", "question")
+
+
 class GSM8KTask(Task):
     """GSM8K grade-school maths: the student writes a solution ending in ``#### N``; exact-match accuracy.
 
@@ -135,7 +139,11 @@ class GSM8KTask(Task):
     teacher_system = TEACHER_SYSTEM
 
     def __init__(self, max_new_tokens: int = 256, keep_annotations: bool = False,
-                 instruction: str = STUDENT_INSTRUCTION, min_question_words: int = 6, sampling: dict | None = None):
+                 instruction: str = STUDENT_INSTRUCTION, min_question_words: int = 6, sampling: dict | None = None,
+                 dedup_on: str = "question+solution"):
+        if dedup_on not in DEDUP_ON:
+            raise ValueError(f"dedup_on (--dedup-on) must be one of {', '.join(DEDUP_ON)}, got {dedup_on!r}")
+        self.dedup_on = dedup_on
         self.max_new_tokens = max_new_tokens
         self.keep_annotations = keep_annotations
         self.instruction = instruction
@@ -143,9 +151,14 @@ class GSM8KTask(Task):
         self.sampling = sampling  # None: greedy (the course's default); REFERENCE_SAMPLING: the reference's
 
     def dedup_text(self, record: dict) -> str:
-        """What the loop's near-duplicate filter (ROUGE-L) compares: the question alone, as the reference does —
-        not the fixed instruction every prompt shares, which would inflate every similarity."""
-        return record["question"]
+        """What the loop's near-duplicate filter (ROUGE-L) compares — never the fixed instruction every prompt
+        shares, which would inflate every similarity. ``dedup_on="question"`` (the reference, set by ``--preset
+        reference``): the question alone. The default ``"question+solution"`` adds the solution, so a problem
+        with the same story but new numbers and a new answer counts as new: the offline programmatic teacher
+        writes exactly such variants, and by the question alone most of them are near-copies (ROUGE-L ≈ 0.95–0.98)."""
+        if self.dedup_on == "question":
+            return record["question"]
+        return f"{record['question'].strip()}\n{self.target(record)}"
 
     def load(self, split: str, limit: int | None = None) -> list[dict]:
         return load_gsm8k(split, limit)

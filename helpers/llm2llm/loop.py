@@ -151,7 +151,7 @@ def run_llm2llm(
               "evaluate_on": evaluate_on, "teacher_temperature": teacher_temperature,
               "dedup_threshold": dedup_threshold, "max_new_tokens": getattr(task, "max_new_tokens", None),
               "teacher_max_new_tokens": teacher_max_new_tokens, "grad_accum": grad_accum, "lr_schedule": lr_schedule,
-              "warmup_ratio": warmup_ratio}
+              "warmup_ratio": warmup_ratio, "dedup_on": getattr(task, "dedup_on", None)}
     # Everything is checked before anything is written or loaded: the folder's settings, the teacher, the data.
     from ..common.teacher import check_teacher
 

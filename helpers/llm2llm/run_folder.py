@@ -24,7 +24,7 @@ RESUME_KEYS = ("task", "seed_size", "seed", "per_wrong", "test_size", "student",
                "teacher_temperature", "dedup_threshold", "max_new_tokens")
 #: Settings added after run folders already existed: compared on resume only when the folder's ``config.json``
 #: records them (so folders written before they existed still resume; the run hash stays over RESUME_KEYS).
-RESUME_KEYS_RECORDED = ("teacher_max_new_tokens", "grad_accum", "lr_schedule", "warmup_ratio")
+RESUME_KEYS_RECORDED = ("teacher_max_new_tokens", "grad_accum", "lr_schedule", "warmup_ratio", "dedup_on")
 RUN_LOG = "run_log.jsonl"
 
 
