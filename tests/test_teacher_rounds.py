@@ -92,15 +92,20 @@ def test_acceptance_is_counted_per_reply_not_per_repeated_block():
 def test_http_teacher_gets_a_seed_per_prompt_the_budget_and_the_stop_strings(tmp_path):
     script = [(200, reply("Text: Who built the first bridge here ?\nLabel: HUM\n\nText: Who else ?"))] * 3
     log = tmp_path / "log.jsonl"
-    with FakeEndpoint(script) as server:
+    with FakeEndpoint(script + script) as server:
         teacher = OpenAICompatibleTeacher("m", base_url=server.url, log_path=log, concurrency=1)
         out = teacher.complete(["same prompt"] * 3, max_new_tokens=40, temperature=0.7, seed=10,
                                stop=["\n\n", "\nText:"])
+        sending = OpenAICompatibleTeacher("m", base_url=server.url, concurrency=1, send_stop=True)
+        sent = sending.complete(["same prompt"] * 3, max_new_tokens=40, temperature=0.7, seed=10,
+                                stop=["\n\n", "\nText:"])
         bodies = [r["body"] for r in server.requests]
-    assert sorted(b["seed"] for b in bodies) == [10, 11, 12], "identical prompts are sampled with different seeds"
-    assert all(b["max_tokens"] == 40 and b["stop"] == ["\n\n", "\nText:"] for b in bodies)
-    # a server that ignores "stop" is cut here, so every backend gives the same replies
-    assert out == ["Text: Who built the first bridge here ?\nLabel: HUM"] * 3
+    assert sorted(b["seed"] for b in bodies[:3]) == [10, 11, 12], "identical prompts are sampled with different seeds"
+    assert all(b["max_tokens"] == 40 for b in bodies)
+    # by default the stop strings are applied here, not sent (transformers serve matches them across the
+    # prompt's end); with send_stop=True they are sent as well — the replies are the same either way
+    assert all("stop" not in b for b in bodies[:3]) and all(b["stop"] == ["\n\n", "\nText:"] for b in bodies[3:])
+    assert out == sent == ["Text: Who built the first bridge here ?\nLabel: HUM"] * 3
     assert [row["reply"] for row in read_jsonl(log)] == out
 
 

@@ -68,8 +68,9 @@ class Teacher:
                  stop: Sequence[str] | None = None) -> list[str]:
         """Replies to ``prompts`` (strings or chat-message lists). ``temperature=0`` means greedy.
 
-        ``max_new_tokens`` bounds each reply; ``stop``: strings that end a reply (sent to the backend where it
-        takes them, and every reply is cut before the first one here, so all backends agree).
+        ``max_new_tokens`` bounds each reply; ``stop``: strings that end a reply. Every reply is cut before the
+        first one here, so all backends agree; a local model also stops generating there (on the new text only),
+        an HTTP endpoint only with ``send_stop=True`` (see :class:`OpenAICompatibleTeacher`).
         """
         from .generation import cut_at_stop
 
@@ -122,8 +123,14 @@ class OpenAICompatibleTeacher(Teacher):
     """A chat-completions endpoint; the key is read from the environment, never from code or files."""
 
     def __init__(self, model: str, *, base_url: str | None = None, log_path=None, max_retries: int = 5,
-                 backoff: float = 1.0, timeout: float = 120.0, concurrency: int = 4, connect_timeout: float = 10.0):
+                 backoff: float = 1.0, timeout: float = 120.0, concurrency: int = 4, connect_timeout: float = 10.0,
+                 send_stop: bool = False):
         super().__init__(log_path)
+        # Stop strings are applied to every reply here (Teacher.complete). Sending them to the server too saves
+        # generation, but `transformers serve` (5.24) matches them across the end of the prompt: a few-shot
+        # reply that starts with "Text:" after a prompt ending in a newline stops at once ("\nText:"), so they
+        # are sent only on request (``send_stop=True``, e.g. for vLLM).
+        self.send_stop = send_stop
         if not model.strip():
             raise TeacherError("openai:MODEL needs a model name after 'openai:' (e.g. openai:gpt-4o-mini)")
         self.name = f"openai:{model}"
@@ -151,7 +158,7 @@ class OpenAICompatibleTeacher(Teacher):
         body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens, "temperature": temperature}
         if seed is not None:
             body["seed"] = seed
-        if stop:
+        if stop and self.send_stop:
             body["stop"] = list(stop)[:4]  # the OpenAI API takes at most four
         payload = post_json(f"{self.base_url}/chat/completions", body, api_key=self.api_key, timeout=self.timeout,
                             max_retries=self.max_retries, backoff=self.backoff, where=f"{self.name} at {self.base_url}",
