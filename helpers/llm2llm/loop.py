@@ -328,7 +328,7 @@ def _augment(task, teacher, model, tokenizer, current, test_keys, folder, entry,
     entry = dict(entry, wrong=len(done.wrong), wrong_seed=len(done.wrong_seeds), evaluated=len(done.evaluated),
                  train_accuracy=1 - len(done.wrong) / max(1, len(done.evaluated)), teacher_requests=len(done.prompts),
                  new_examples=len(done.accepted), rejected=len(done.rejected),
-                 teacher_replies_accepted=sum(o["accepted"] > 0 for o in done.outcomes),
+                 teacher_replies_accepted=done.replies_accepted,
                  teacher_acceptance_rate=done.acceptance_rate, rejected_replies=done.rejection_reasons())
     agreement = getattr(task, "label_agreement", None)
     if callable(agreement):  # a diagnostic (never a filter): do the new examples carry the label an oracle gives?

@@ -37,9 +37,14 @@ class Round:
     outcomes: list = field(default_factory=list)  # per reply: {"accepted": n, "reason": why none was (or None)}
 
     @property
+    def replies_accepted(self) -> int:
+        """How many teacher replies gave at least one accepted example."""
+        return sum(o["accepted"] > 0 for o in self.outcomes)
+
+    @property
     def acceptance_rate(self) -> float | None:
         """The share of teacher replies that gave at least one accepted example (``None`` without replies)."""
-        return round(sum(o["accepted"] > 0 for o in self.outcomes) / len(self.outcomes), 4) if self.outcomes else None
+        return round(self.replies_accepted / len(self.outcomes), 4) if self.outcomes else None
 
     def rejection_reasons(self) -> dict:
         """Rejected *replies* by the kind of their (first) reason: ``{"malformed": 3, "copy of the seed": 2, …}``."""
@@ -117,8 +122,8 @@ def verify_new_examples(task: Task, replies: Sequence[str], parents: Sequence[di
     for parent, reply in zip(parents, replies):
         ok, bad = task.parse_teacher_reply(reply, parent)
         parent_key = task.key(parent)
-        rejected += [dict(b, parent=parent_key) for b in bad]
         before = (len(accepted), len(rejected))
+        rejected += [dict(b, parent=parent_key) for b in bad]
         for record in ok:
             key, text = task.key(record), dedup_text(task, record)
             reason = None
@@ -136,8 +141,7 @@ def verify_new_examples(task: Task, replies: Sequence[str], parents: Sequence[di
             index.add(text, key[:80])
         if outcomes is not None:
             n_ok = len(accepted) - before[0]
-            first_bad = (bad[0]["reason"] if bad else rejected[before[1]]["reason"]
-                         if len(rejected) > before[1] else None)
+            first_bad = rejected[before[1]]["reason"] if len(rejected) > before[1] else None
             outcomes.append({"accepted": n_ok, "reason": None if n_ok else first_bad})
     return accepted, rejected
 

@@ -55,7 +55,7 @@ def measure(run_dir, teacher_name: str, *, iteration: int = 0, max_new_tokens: i
     done = Round([], [], wrong, wrong, prompts, replies, accepted, rejected, outcomes=outcomes)
     return {"dataset": task.name, "run": run_dir.as_posix(), "iteration": iteration, "teacher": teacher.name,
             "prompt_style": getattr(teacher, "prompt_style", "few-shot"), "requests": len(prompts),
-            "replies_accepted": sum(o["accepted"] > 0 for o in outcomes), "acceptance_rate": done.acceptance_rate,
+            "replies_accepted": done.replies_accepted, "acceptance_rate": done.acceptance_rate,
             "new_examples": len(accepted), "rejected_replies": done.rejection_reasons(),
             "label_agreement": task.label_agreement(accepted), "seconds": round(time.time() - started, 1),
             "examples": [{"parent": r["parent"], "text": r["text"], "label": r["label"]} for r in accepted[:5]]}
