@@ -138,24 +138,29 @@ def _accepts_logits_to_keep(model) -> bool:
         return False
 
 
-def _response_loss(model, batch: dict, keep_logits: bool):
-    """Mean cross-entropy over response tokens. When the model supports ``logits_to_keep``, the output
-    head runs only from the first response position on (the vocabulary projection is a large share of
-    the cost for small models, and the prompt positions carry no loss anyway)."""
+def _response_loss(model, batch: dict, keep_logits: bool, reduction: str = "mean"):
+    """Cross-entropy over response tokens: their mean (``reduction="mean"``) or their sum (``"sum"``, the
+    Trainer engine divides by the response tokens of the whole accumulated, all-rank batch). When the model
+    supports ``logits_to_keep``, the output head runs only from the first response position on (the
+    vocabulary projection is a large share of the cost for small models, and the prompt positions carry no
+    loss anyway)."""
     import torch
 
     labels = batch["labels"]
     if not keep_logits:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
-    width = labels.shape[1]
-    has_label = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-    first = int(has_label[0]) if len(has_label) else width - 1
-    keep = width - first + 1 if first > 0 else width
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   logits_to_keep=keep).logits
-    targets = labels[:, width - keep + 1:]
+        if reduction == "mean":
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+        keep, logits = labels.shape[1], model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    else:
+        width = labels.shape[1]
+        has_label = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+        first = int(has_label[0]) if len(has_label) else width - 1
+        keep = width - first + 1 if first > 0 else width
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       logits_to_keep=keep).logits
+    targets = labels[:, labels.shape[1] - keep + 1:]
     return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                             targets.reshape(-1), ignore_index=IGNORE_INDEX)
+                                             targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction=reduction)
 
 
 def _validate(examples: Sequence[dict]) -> list[dict]:
@@ -172,6 +177,64 @@ def _validate(examples: Sequence[dict]) -> list[dict]:
     if not checked:
         raise ValueError("finetune: no training examples")
     return checked
+
+
+#: ``finetune(engine=…)``: the plain PyTorch loop, the Hugging Face ``Trainer``, or ``auto``.
+ENGINES = ("auto", "loop", "trainer")
+
+
+def resolve_engine(engine: str | None = "auto") -> str:
+    """``loop`` or ``trainer``. ``auto`` (the default) is the ``Trainer`` under a multi-process launch
+    (``torchrun``/``accelerate launch``: ``WORLD_SIZE`` > 1, where only it synchronises gradients) and the
+    loop in one process; ``HELPERS_ENGINE`` overrides ``auto``."""
+    import os
+
+    from .distributed import world_size
+
+    engine = (engine or "auto").strip().lower()
+    if engine == "auto":
+        engine = os.environ.get("HELPERS_ENGINE", "").strip().lower() or "auto"
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r} (or HELPERS_ENGINE)")
+    if engine == "auto":
+        engine = "trainer" if world_size() > 1 else "loop"
+    if engine == "loop" and world_size() > 1:
+        raise ValueError(f"engine 'loop' cannot train under a {world_size()}-process launch (no gradient sync); "
+                         "use engine='trainer'")
+    return engine
+
+
+def batch_order(n: int, batch_size: int, total_batches: int, seed: int) -> list[list[int]]:
+    """The example indices of each batch: a fresh seeded shuffle per epoch, batches may span two epochs
+    (``epochs`` can be fractional). Both engines use it, so they see the same data in the same order."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    batches = []
+    for _ in range(total_batches):
+        if len(order) < batch_size:  # refill with a fresh seeded shuffle (one per epoch)
+            fresh = list(range(n))
+            rng.shuffle(fresh)
+            order.extend(fresh)
+        batches.append(order[:batch_size])
+        order = order[batch_size:]
+    return batches
+
+
+def lr_multiplier(lr_schedule: str, warmup: int, total_updates: int):
+    """``step -> factor`` of the peak learning rate: linear warm-up over ``warmup`` updates, then linear or
+    cosine decay to 0 (the shapes of transformers' schedulers)."""
+    if lr_schedule not in ("linear", "cosine"):
+        raise ValueError(f"lr_schedule must be 'linear' or 'cosine', got {lr_schedule!r}")
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress_ = (step - warmup) / max(1, total_updates - warmup)
+        if lr_schedule == "cosine":
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress_)))
+        return max(0.0, 1.0 - progress_)
+
+    return schedule
 
 
 def finetune(
@@ -201,6 +264,7 @@ def finetune(
     train_layers: int | None = None,
     progress: bool = True,
     desc: str = "fine-tuning",
+    engine: str = "auto",
 ):
     """Fine-tune a causal LM on ``examples`` and return the trained model (in eval mode).
 
@@ -221,6 +285,7 @@ def finetune(
     from .models import load_model, load_tokenizer, pick_device
 
     examples = _validate(examples)
+    engine = resolve_engine(engine)
     set_seed(seed)
     if model_or_name is None or isinstance(model_or_name, str):
         device = pick_device(device)
@@ -256,51 +321,21 @@ def finetune(
     steps_per_epoch = math.ceil(len(encoded) / batch_size)
     total_batches = max(1, round(steps_per_epoch * epochs))
     total_updates = max(1, math.ceil(total_batches / grad_accum))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = int(warmup_ratio * total_updates)
-
-    if lr_schedule not in ("linear", "cosine"):
-        raise ValueError(f"lr_schedule must be 'linear' or 'cosine', got {lr_schedule!r}")
-
-    def schedule(step: int) -> float:  # linear warm-up, then linear or cosine decay to 0 (as transformers' schedulers)
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress_ = (step - warmup) / max(1, total_updates - warmup)
-        if lr_schedule == "cosine":
-            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress_)))
-        return max(0.0, 1.0 - progress_)
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    keep_logits = _accepts_logits_to_keep(model)
-    use_autocast = device.startswith("cuda")
-    autocast_dtype = torch.bfloat16 if (use_autocast and torch.cuda.is_bf16_supported()) else torch.float16
-    rng = random.Random(seed)
-    order: list[int] = []
-    history = {"loss": [], "lr": [], "examples": len(encoded), "epochs": epochs, "seed": seed, "lora": lora}
+    schedule = lr_multiplier(lr_schedule, warmup, total_updates)
+    batches = batch_order(len(encoded), batch_size, total_batches, seed)
+    history = {"loss": [], "lr": [], "examples": len(encoded), "epochs": epochs, "seed": seed, "lora": lora,
+               "engine": engine}
     start = time.time()
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(range(total_batches), desc=desc, disable=not progress, leave=False)
-    for batch_number in bar:
-        if len(order) < batch_size:  # refill with a fresh seeded shuffle (one per epoch)
-            fresh = list(range(len(encoded)))
-            rng.shuffle(fresh)
-            order.extend(fresh)
-        picked, order = order[:batch_size], order[batch_size:]
-        batch = {k: v.to(device) for k, v in _collate([encoded[i] for i in picked], tokenizer.pad_token_id).items()}
-        with torch.autocast("cuda", dtype=autocast_dtype, enabled=use_autocast):
-            loss = _response_loss(model, batch, keep_logits)
-        (loss / grad_accum).backward()
-        if (batch_number + 1) % grad_accum == 0 or batch_number + 1 == total_batches:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        history["loss"].append(float(loss.detach()))
-        history["lr"].append(scheduler.get_last_lr()[0])
-        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
-    bar.close()
+    if engine == "trainer":
+        from .trainer_engine import train_with_trainer
+
+        history.update(train_with_trainer(model, tokenizer, encoded, batches, lr=lr, schedule=schedule,
+                                          batch_size=batch_size, grad_accum=grad_accum, weight_decay=weight_decay,
+                                          max_grad_norm=max_grad_norm, seed=seed, progress=progress, desc=desc))
+    else:
+        _train_loop(model, tokenizer, encoded, batches, history, lr=lr, schedule=schedule, grad_accum=grad_accum,
+                    weight_decay=weight_decay, max_grad_norm=max_grad_norm, progress=progress, desc=desc)
     if gradient_checkpointing:
         model.gradient_checkpointing_disable()
     if lora and merge_lora:
@@ -315,6 +350,39 @@ def finetune(
     if not hasattr(model, "name_or_path_for_course") and hasattr(model_or_name, "name_or_path_for_course"):
         model.name_or_path_for_course = model_or_name.name_or_path_for_course
     return model
+
+
+def _train_loop(model, tokenizer, encoded, batches, history, *, lr, schedule, grad_accum, weight_decay,
+                max_grad_norm, progress, desc) -> None:
+    """The plain PyTorch engine: AdamW, the schedule, clipping, accumulation; one process."""
+    import torch
+
+    device = str(next(model.parameters()).device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    keep_logits = _accepts_logits_to_keep(model)
+    use_autocast = device.startswith("cuda")
+    autocast_dtype = torch.bfloat16 if (use_autocast and torch.cuda.is_bf16_supported()) else torch.float16
+    total_batches = len(batches)
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(range(total_batches), desc=desc, disable=not progress, leave=False)
+    for batch_number in bar:
+        batch = {k: v.to(device) for k, v in
+                 _collate([encoded[i] for i in batches[batch_number]], tokenizer.pad_token_id).items()}
+        with torch.autocast("cuda", dtype=autocast_dtype, enabled=use_autocast):
+            loss = _response_loss(model, batch, keep_logits)
+        (loss / grad_accum).backward()
+        if (batch_number + 1) % grad_accum == 0 or batch_number + 1 == total_batches:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        history["loss"].append(float(loss.detach()))
+        history["lr"].append(scheduler.get_last_lr()[0])
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
+    bar.close()
 
 
 def mean_loss(model, tokenizer, examples: Sequence[dict], *, batch_size: int = 8, max_length: int = 512,

@@ -6,7 +6,8 @@ LLM2LLM, AugGPT and EDA at an equal data budget for ``iterations = 1 … K`` (th
 and extended, so round ``k`` reuses rounds ``< k``; AugGPT and EDA get the budget LLM2LLM used up to round
 ``k``). Each finished cell becomes rows ``{dataset, method, teacher, seed, seed_size, iteration, train_size,
 n_test, test_accuracy}`` (accuracy 0–1) in one results file, rewritten atomically after every cell, with the
-command, the hardware and the settings. Everything resumes: rerun the same command and finished cells are read
+command, the hardware and the settings. Round 1 of every data set and seed comes before any round 2, so a grid
+stopped part-way holds complete earlier rounds. Everything resumes: rerun the same command and finished cells are read
 back from their logs.
 
     python -m helpers llm2llm-grid --datasets trec,sst2,snips --seeds 0,1,2 --iterations 3 \\
@@ -51,9 +52,9 @@ def run_grid(datasets, seeds, *, iterations: int, out, work, seed_sizes: dict | 
                "methods": list(METHODS), "settings": {"iterations": iterations, "test_size": test_size,
                                                      "seed_sizes": {d: seed_sizes[d] for d in datasets}, **train},
                "complete": False, "rows": []}
-    for dataset in datasets:
-        for seed in seeds:
-            for k in range(1, iterations + 1):
+    for k in range(1, iterations + 1):  # rounds outermost: a stopped run has every seed's earlier rounds
+        for dataset in datasets:
+            for seed in seeds:
                 comparison = compare_methods(dataset, out_dir=Path(work) / dataset / f"seed_{seed}",
                                              seed_size=seed_sizes[dataset], iterations=k, test_size=test_size,
                                              teacher=teacher, student=student, seed=seed, progress=progress,

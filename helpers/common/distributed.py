@@ -1,0 +1,59 @@
+"""Which process am I? Rank helpers for multi-process launches (``torchrun``, ``accelerate launch``).
+
+Both launchers export ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; a plain ``python`` run has none of them and
+is rank 0 of a world of 1. Commands that train use these to write results, logs and students from rank 0 only
+(:func:`is_main_process`), while every rank trains its shard of each batch through the Hugging Face
+``Trainer`` (:mod:`helpers.common.trainer_engine`), which synchronises the gradients.
+
+    torchrun --nproc_per_node 2 -m helpers llm2llm --dataset trec ...
+"""
+from __future__ import annotations
+
+import os
+
+
+def world_size() -> int:
+    """Number of processes of this launch (1 without a launcher)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def rank() -> int:
+    """This process's global rank (0 without a launcher)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def is_main_process() -> bool:
+    """True on rank 0: the one process that writes files."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in a one-process run or before the process group exists)."""
+    if world_size() == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def init_process_group() -> None:
+    """Start the process group of a multi-process launch if nobody has (gloo on CPU, nccl on CUDA); a no-op
+    in a one-process run. The ``Trainer`` does the same when it is built; commands call this first so that a
+    :func:`barrier` before any training works."""
+    if world_size() == 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)

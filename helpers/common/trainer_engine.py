@@ -1,0 +1,134 @@
+"""The student fine-tuner on the Hugging Face engine: ``finetune(..., engine="trainer")``.
+
+:func:`helpers.common.training.finetune` prepares everything the same way for both engines (the one prompt
+format, response-only labels with the end-of-turn token, ``train_layers``, LoRA, the copy, the seed, the data
+order of :func:`~helpers.common.training.batch_order`, the learning-rate shape of
+:func:`~helpers.common.training.lr_multiplier`); this module hands the batches to ``transformers.Trainer``, so
+that DDP, FSDP and DeepSpeed come from ``torchrun`` / ``accelerate launch`` and a config file
+(``configs/accelerate/``), not from code of ours. What we add to the ``Trainer`` and why:
+
+* **The data order**: a sequential sampler over the batches already drawn, so one process sees exactly what the
+  plain loop sees; under ``N`` processes accelerate gives each rank ``batch_size / N`` of every batch (a
+  different shard per rank, the same global batch).
+* **The loss**: the sum of the response tokens' cross-entropy divided by the response tokens of the whole
+  update (all ranks, all accumulated micro-batches; the ``Trainer`` counts them), so the gradient of ``N``
+  processes equals the one-process gradient of the same global batch, not a mean of per-rank means.
+  Computed with ``logits_to_keep`` from the first response position, as in the loop.
+* **The schedule**: the loop's warm-up-then-decay multiplier (``create_scheduler``), so both engines step the
+  same learning rates.
+
+With ``grad_accum`` = 1 and one process the per-step losses equal the loop's (tested to 1e-5). With
+``grad_accum`` > 1 they differ by design: the loop averages the micro-batches' means, the ``Trainer`` weighs every
+response token of the update equally (what a single batch of that size would do).
+"""
+from __future__ import annotations
+
+import tempfile
+
+
+def _trainer_class():
+    import torch
+    from transformers import Trainer
+
+    from .training import _response_loss
+
+    class ResponseOnlyTrainer(Trainer):
+        """``Trainer`` with the course's batches, response-token loss and learning-rate shape."""
+
+        def __init__(self, *args, schedule=None, keep_logits=True, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = True  # makes the Trainer count the update's response tokens
+            self.loss_is_scaled_for_ga = True  # our loss is already divided by them
+            self._schedule, self._keep_logits, self.step_loss = schedule, keep_logits, 0.0
+
+        def _get_train_sampler(self, train_dataset=None):
+            return torch.utils.data.SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self._schedule)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            total = _response_loss(model, inputs, self._keep_logits, reduction="sum")
+            tokens = num_items_in_batch
+            if tokens is None:
+                tokens = int((inputs["labels"][:, 1:] != -100).sum())
+            loss = total / tokens
+            self.step_loss += float(loss.detach())
+            if self.accelerator.num_processes > 1:  # DDP averages gradients over ranks; undo it for a global mean
+                loss = loss * self.accelerator.num_processes
+            return (loss, None) if return_outputs else loss
+
+    return ResponseOnlyTrainer
+
+
+class _Examples:
+    """The examples in training order (one entry per slot of every batch)."""
+
+    def __init__(self, encoded, batches):
+        self.items = [dict(encoded[i], slot=n) for n, i in enumerate(i for batch in batches for i in batch)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batch_size, grad_accum, weight_decay,
+                       max_grad_norm, seed, progress, desc) -> dict:
+    """Train ``model`` in place on ``batches`` of ``encoded`` examples; returns ``{"loss", "lr", "world_size",
+    "rank_slots"}``: the global mean response loss and the learning rate of every update, the number of
+    processes, and which slots of the training order (batch × position) this rank trained on. Gradient checkpointing, LoRA and frozen blocks are
+    already set on ``model`` by ``finetune``."""
+    import torch
+    from transformers import TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from .distributed import world_size
+    from .training import _accepts_logits_to_keep, _collate
+
+    world = world_size()
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of the {world} processes (each rank takes "
+                         f"batch_size / {world} of every batch)")
+    if any(len(b) != batch_size for b in batches):
+        raise ValueError("every batch must hold batch_size examples")
+    cuda = str(next(model.parameters()).device).startswith("cuda") or torch.cuda.is_available()
+    history = {"loss": [], "lr": [], "world_size": world, "rank_slots": []}
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            value = torch.tensor(trainer.step_loss)
+            if world > 1:
+                value = trainer.accelerator.reduce(value.to(trainer.accelerator.device), reduction="sum").cpu()
+            history["loss"].append(float(value))
+            history["lr"].append(trainer.lr_scheduler.get_last_lr()[0])
+            trainer.step_loss = 0.0
+
+    def collate(items):
+        history["rank_slots"].extend(item["slot"] for item in items)
+        return _collate(items, tokenizer.pad_token_id)
+
+    with tempfile.TemporaryDirectory(prefix="helpers-trainer-") as out:
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=batch_size // world, gradient_accumulation_steps=grad_accum,
+            num_train_epochs=1, learning_rate=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+            adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, optim="adamw_torch", warmup_steps=0,
+            logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=not progress, seed=seed,
+            data_seed=seed, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
+            remove_unused_columns=False, dataloader_num_workers=0, average_tokens_across_devices=True,
+            ddp_find_unused_parameters=False,
+            dataloader_drop_last=False,
+        )
+        trainer = _trainer_class()(model=model, args=args, train_dataset=_Examples(encoded, batches),
+                                   data_collator=collate, schedule=schedule,
+                                   keep_logits=_accepts_logits_to_keep(model), callbacks=[Record()])
+        trainer.remove_callback(PrinterCallback)
+        if not progress:
+            trainer.remove_callback(ProgressCallback)
+        trainer.train()
+    trainer.model.eval()
+    return history

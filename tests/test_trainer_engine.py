@@ -1,0 +1,118 @@
+"""The fine-tuner on the Hugging Face Trainer: the same per-step losses as the plain loop, and under a
+2-process ``torchrun`` (gloo, CPU) synchronised gradients with a different shard per rank."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+
+EXAMPLES = [{"prompt": f"Say the number {n}.", "response": f"#### {n}" + " and done" * (n % 3)} for n in range(8)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    sys.path.insert(0, str(TESTS))
+    from tiny_models import tiny_causal_lm
+
+    from helpers.common.models import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    return tiny_causal_lm(tokenizer), tokenizer
+
+
+def test_trainer_engine_reproduces_the_loops_per_step_losses(tiny):
+    from helpers.common.models import parameter_checksum
+    from helpers.common.training import finetune, mean_loss
+
+    model, tokenizer = tiny
+    runs = {engine: finetune(model, EXAMPLES, tokenizer=tokenizer, epochs=3, lr=5e-3, batch_size=4, seed=1,
+                             warmup_ratio=0.2, lr_schedule="cosine", progress=False, engine=engine)
+            for engine in ("loop", "trainer")}
+    loop, trainer = (runs[e].finetune_history for e in ("loop", "trainer"))
+    assert trainer["engine"] == "trainer" and loop["engine"] == "loop"
+    assert len(trainer["loss"]) == len(loop["loss"]) == 6
+    assert trainer["loss"] == pytest.approx(loop["loss"], abs=1e-5)
+    assert trainer["lr"] == pytest.approx(loop["lr"], rel=1e-9)
+    assert trainer["loss"][-1] < trainer["loss"][0] - 0.5  # it learned
+    assert parameter_checksum(runs["trainer"]) == pytest.approx(parameter_checksum(runs["loop"]), rel=1e-7)
+    assert mean_loss(runs["trainer"], tokenizer, EXAMPLES) < mean_loss(model, tokenizer, EXAMPLES) - 0.5
+    assert sorted(trainer["rank_slots"]) == list(range(24)) and trainer["world_size"] == 1
+
+
+def test_trainer_engine_keeps_train_layers_and_accumulates_per_update(tiny):
+    import torch
+
+    from helpers.common.training import finetune
+
+    model, tokenizer = tiny
+    top = finetune(model, EXAMPLES, tokenizer=tokenizer, epochs=2, lr=1e-2, batch_size=2, grad_accum=2,
+                   train_layers=1, progress=False, engine="trainer")
+    assert torch.equal(top.model.layers[0].mlp.up_proj.weight, model.model.layers[0].mlp.up_proj.weight)
+    assert not torch.equal(top.model.layers[1].mlp.up_proj.weight, model.model.layers[1].mlp.up_proj.weight)
+    assert len(top.finetune_history["loss"]) == 4  # 8 batches of 2, one loss per update of 2 batches
+    assert all(p.requires_grad for p in top.parameters())  # a plain model again
+
+
+def test_engine_names_are_checked(tiny, monkeypatch):
+    from helpers.common.training import finetune, resolve_engine
+
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="engine must be one of"):
+        finetune(model, EXAMPLES, tokenizer=tokenizer, engine="deepspeed", progress=False)
+    assert resolve_engine("auto") == "loop"
+    monkeypatch.setenv("HELPERS_ENGINE", "trainer")
+    assert resolve_engine("auto") == "trainer"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("HELPERS_ENGINE")
+    assert resolve_engine("auto") == "trainer"
+    with pytest.raises(ValueError, match="no gradient sync"):
+        resolve_engine("loop")
+
+
+DDP_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+from tiny_models import tiny_causal_lm
+from helpers.common.models import load_tokenizer, parameter_checksum
+from helpers.common.training import finetune
+examples = json.loads({examples!r})
+tokenizer = load_tokenizer()
+trained = finetune(tiny_causal_lm(tokenizer), examples, tokenizer=tokenizer, epochs=3, lr=5e-3, batch_size=4,
+                   seed=1, warmup_ratio=0.2, progress=False)
+h = trained.finetune_history
+with open(os.path.join({out!r}, "rank%s.json" % os.environ.get("RANK", "0")), "w") as f:
+    json.dump({{"engine": h["engine"], "world_size": h.get("world_size", 1), "slots": h.get("rank_slots"),
+               "loss": h["loss"], "checksum": parameter_checksum(trained),
+               "head": trained.model.layers[1].mlp.down_proj.weight[0, :8].tolist()}}, f)
+"""
+
+
+def test_torchrun_two_processes_synchronise_gradients_and_shard_the_batches(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(TESTS), examples=json.dumps(EXAMPLES), out=str(tmp_path)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    single = json.loads((tmp_path / "rank0.json").read_text())
+    (tmp_path / "rank0.json").rename(tmp_path / "single.json")
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29517", str(script)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert single["engine"] == "loop" and all(r["engine"] == "trainer" and r["world_size"] == 2 for r in ranks)
+    # gradients synchronised: both ranks end with the same weights
+    assert ranks[0]["head"] == ranks[1]["head"] and ranks[0]["checksum"] == ranks[1]["checksum"]
+    # each rank trained on its own half of every batch
+    assert len(ranks[0]["slots"]) == len(ranks[1]["slots"]) == 12
+    assert not set(ranks[0]["slots"]) & set(ranks[1]["slots"])
+    assert sorted(ranks[0]["slots"] + ranks[1]["slots"]) == list(range(24))
+    # and the result is the one-process run's, to float32 reduction-order noise
+    assert ranks[0]["loss"] == pytest.approx(single["loss"], abs=1e-4)
+    assert ranks[0]["head"] == pytest.approx(single["head"], abs=1e-5)
