@@ -116,3 +116,38 @@ def test_torchrun_two_processes_synchronise_gradients_and_shard_the_batches(tmp_
     # and the result is the one-process run's, to float32 reduction-order noise
     assert ranks[0]["loss"] == pytest.approx(single["loss"], abs=1e-4)
     assert ranks[0]["head"] == pytest.approx(single["head"], abs=1e-5)
+
+
+def test_torchrun_llm2llm_writes_one_run_folder_equal_to_one_process(tmp_path, shared_data):
+    """``torchrun --nproc_per_node 2 -m helpers llm2llm``: rank 0 alone writes --out and prints the table; the
+    run equals a one-process run with the same seed (same seeds, new examples, test answers)."""
+    args = ["llm2llm", "--dataset", "trec", "--seed-size", "8", "--iterations", "1", "--test-size", "8",
+            "--epochs", "1", "--batch-size", "4", "--train-layers", "1", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "helpers", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29519", "-m", "helpers", *args, "--out", str(tmp_path / "two")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("written:") == 1  # one report, from rank 0
+    a, b = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
+    assert a["config"]["world_size"] == 1 and b["config"]["world_size"] == 2
+    keys = ("train_size", "wrong", "new_examples", "test_correct")
+    assert [[e[k] for k in keys] for e in a["iterations"]] == [[e[k] for k in keys] for e in b["iterations"]]
+    for name in ("seed.jsonl", "iteration_00/new_examples.jsonl", "iteration_01/test_predictions.jsonl"):
+        rows = [[json.loads(line) for line in (tmp_path / run / name).read_text().splitlines()] for run in ("one", "two")]
+        if name.endswith("test_predictions.jsonl"):
+            rows = [[r["prediction"] for r in run] for run in rows]
+        assert rows[0] == rows[1], name
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_batch_size_must_split_over_the_processes(tmp_path, monkeypatch):
+    from helpers.llm2llm import run_llm2llm
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"batch_size \(--batch-size\) 3 must be a multiple of the 2 processes"):
+        run_llm2llm("trec", seed_size=4, iterations=0, out_dir=tmp_path / "run", batch_size=3)
+    assert not (tmp_path / "run").exists()

@@ -57,3 +57,39 @@ def init_process_group() -> None:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
+
+
+def broadcast_from_main(obj):
+    """Rank 0's ``obj`` on every rank (any picklable object; ``obj`` itself in a one-process run)."""
+    if world_size() == 1:
+        return obj
+    import torch.distributed as dist
+
+    init_process_group()
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def rank_folder(out_dir):
+    """Where this rank writes a run folder: ``out_dir`` itself on rank 0; on the other ranks a private copy of
+    it (what a resumed run has so far) in a temporary folder, removed at exit. Every rank then runs the same
+    code on the same files, only rank 0's land in ``out_dir``, and no two processes write the same file. Rank 0
+    waits until the copies are made before it writes anything."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    init_process_group()
+    if is_main_process():
+        barrier()
+        return out_dir
+    private = Path(tempfile.mkdtemp(prefix=f"helpers-rank{rank()}-"))
+    atexit.register(shutil.rmtree, private, True)
+    mirror = private / out_dir.name
+    if out_dir.is_dir():
+        shutil.copytree(out_dir, mirror, ignore=shutil.ignore_patterns(".served"))
+    barrier()
+    return mirror

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..common.distributed import is_main_process
 from .loop import check_backend_task, run_llm2llm
 from .task import get_task
 
@@ -133,8 +134,9 @@ def main_llm2llm(args: argparse.Namespace) -> int:
         eval_batch_size=args.eval_batch_size, seed=args.seed,
         device=args.device, zero_shot=args.zero_shot, save_model=args.save_model, progress=not args.no_progress,
         backend=backend)
-    print(format_summary(summary))
-    print(f"written: {Path(args.out) / 'summary.json'}")
+    if is_main_process():  # under torchrun every rank ran; rank 0 wrote --out and reports
+        print(format_summary(summary))
+        print(f"written: {Path(args.out) / 'summary.json'}")
     return 0
 
 

@@ -38,6 +38,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..common.distributed import broadcast_from_main, rank_folder, world_size
 from ..common.io import atomic_write_json, write_jsonl
 from .round import llm2llm_round
 from .run_folder import (
@@ -140,6 +141,11 @@ def run_llm2llm(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: is a file; the run folder (--out) must be a folder")
+    if world_size() > 1:
+        if batch_size % world_size():
+            raise ValueError(f"batch_size (--batch-size) {batch_size} must be a multiple of the {world_size()} "
+                             "processes: each rank trains batch_size / processes of every batch")
+        out_dir = rank_folder(out_dir)  # rank 0 writes --out; the other ranks a private copy of it
     teacher_name = teacher.name if isinstance(teacher, Teacher) else (teacher or getattr(task, "default_teacher", None)
                                                                        or "embedded")
     config = {"task": task.name, "seed_size": seed_size, "iterations": iterations, "seed": seed,
@@ -151,7 +157,8 @@ def run_llm2llm(
               "evaluate_on": evaluate_on, "teacher_temperature": teacher_temperature,
               "dedup_threshold": dedup_threshold, "max_new_tokens": getattr(task, "max_new_tokens", None),
               "teacher_max_new_tokens": teacher_max_new_tokens, "grad_accum": grad_accum, "lr_schedule": lr_schedule,
-              "warmup_ratio": warmup_ratio, "dedup_on": getattr(task, "dedup_on", None)}
+              "warmup_ratio": warmup_ratio, "dedup_on": getattr(task, "dedup_on", None),
+              "world_size": world_size()}
     # Everything is checked before anything is written or loaded: the folder's settings, the teacher, the data.
     from ..common.teacher import check_teacher
 
@@ -290,6 +297,9 @@ def run_llm2llm(
                                          seed=seed + i, progress=progress)
             timing.update(aug_timing)
             new = _read_records(folder / "new_examples.jsonl")
+            if world_size() > 1:  # every rank goes on with rank 0's round, so the ranks never diverge
+                entry, timing, new = broadcast_from_main((entry, timing, new))
+                write_jsonl(folder / "new_examples.jsonl", new)
         else:
             new = []
         if continue_training or save_model:
