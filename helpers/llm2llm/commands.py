@@ -15,7 +15,6 @@ from ..common.distributed import is_main_process
 from .loop import check_backend_task, run_llm2llm
 from .task import get_task
 
-
 #: The LLM2LLM reference's GSM8K training (SqueezeAILab/LLM2LLM): full fine-tuning, 3 epochs, lr 2e-5 with a
 #: cosine schedule and 3 % warm-up, effective batch 128, sequences up to 1,024 tokens, one teacher example per
 #: wrong seed, and its duplicate filter (ROUGE-L on the question alone, 0.95). ``--preset reference`` sets these
