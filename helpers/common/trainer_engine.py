@@ -78,7 +78,7 @@ class _Examples:
 
 
 def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batch_size, grad_accum, weight_decay,
-                       max_grad_norm, seed, progress, desc) -> dict:
+                       max_grad_norm, seed, progress) -> dict:
     """Train ``model`` in place on ``batches`` of ``encoded`` examples; returns ``{"loss", "lr", "world_size",
     "rank_slots"}``: the global mean response loss and the learning rate of every update, the number of
     processes, and which slots of the training order (batch × position) this rank trained on. Gradient checkpointing, LoRA and frozen blocks are
@@ -94,9 +94,7 @@ def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batc
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the {world} processes (each rank takes "
                          f"batch_size / {world} of every batch)")
-    if any(len(b) != batch_size for b in batches):
-        raise ValueError("every batch must hold batch_size examples")
-    cuda = str(next(model.parameters()).device).startswith("cuda") or torch.cuda.is_available()
+    cuda = str(next(model.parameters()).device).startswith("cuda")  # train where the model is, as the loop does
     history = {"loss": [], "lr": [], "world_size": world, "rank_slots": []}
 
     class Record(TrainerCallback):

@@ -332,7 +332,7 @@ def finetune(
 
         history.update(train_with_trainer(model, tokenizer, encoded, batches, lr=lr, schedule=schedule,
                                           batch_size=batch_size, grad_accum=grad_accum, weight_decay=weight_decay,
-                                          max_grad_norm=max_grad_norm, seed=seed, progress=progress, desc=desc))
+                                          max_grad_norm=max_grad_norm, seed=seed, progress=progress))
     else:
         _train_loop(model, tokenizer, encoded, batches, history, lr=lr, schedule=schedule, grad_accum=grad_accum,
                     weight_decay=weight_decay, max_grad_norm=max_grad_norm, progress=progress, desc=desc)

@@ -38,7 +38,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..common.distributed import broadcast_from_main, rank_folder, world_size
+from ..common.distributed import broadcast_from_main, is_main_process, rank_folder, world_size
 from ..common.io import atomic_write_json, write_jsonl
 from .round import llm2llm_round
 from .run_folder import (
@@ -299,7 +299,8 @@ def run_llm2llm(
             new = _read_records(folder / "new_examples.jsonl")
             if world_size() > 1:  # every rank goes on with rank 0's round, so the ranks never diverge
                 entry, timing, new = broadcast_from_main((entry, timing, new))
-                write_jsonl(folder / "new_examples.jsonl", new)
+                if not is_main_process():
+                    write_jsonl(folder / "new_examples.jsonl", new)
         else:
             new = []
         if continue_training or save_model:
