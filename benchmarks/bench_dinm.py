@@ -18,11 +18,18 @@ edit (``VmHWM``), in total and on top of the loaded model.
     python benchmarks/bench_dinm.py --layers 8,15,22,28 --out results/dinm_benchmark.json
     python benchmarks/bench_dinm.py --device cuda --max-prompt-tokens 1024   # on a GPU (no memory probe)
 
+The fast/full comparison runs in float32 (``HELPERS_DTYPE=float32``). With ``--precision`` (default on, when
+the CPU has native bf16 — AMX or AVX512-BF16 — or on a GPU) the fast path runs again at every layer in the
+course's default precision (``dtype="auto"``: bf16 autocast with float32 W_V on such a CPU) and the script
+prints its time, the ratio float32 / auto and how far its per-step losses are from float32's; the memory
+probe then covers that path too.
+
 Before timing, each path runs a one-step edit (warm-up: first calls allocate).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -49,6 +56,23 @@ def _reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def dtype_env(value: str | None):
+    """``HELPERS_DTYPE=value`` inside (unset for ``None``), restored after."""
+    old = os.environ.get("HELPERS_DTYPE")
+    if value is None:
+        os.environ.pop("HELPERS_DTYPE", None)
+    else:
+        os.environ["HELPERS_DTYPE"] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("HELPERS_DTYPE", None)
+        else:
+            os.environ["HELPERS_DTYPE"] = old
 
 
 def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, limits):
@@ -106,8 +130,9 @@ def probe_memory(args) -> dict:
         return {"error": "no /proc/self/clear_refs or VmRSS here (Linux only)"}
     layer = args.layer_list[0]
     lr = args.lr if args.lr is not None else default_lr(model)
-    run_edit(model, tokenizer, record, layer, fast=args.probe_memory == "fast", steps=args.steps, lr=lr,
-             kl_weight=args.kl_weight, limits=_limits(args))
+    with dtype_env(None if args.probe_memory == "fast-auto" else "float32"):
+        run_edit(model, tokenizer, record, layer, fast=args.probe_memory != "full", steps=args.steps, lr=lr,
+                 kl_weight=args.kl_weight, limits=_limits(args))
     peak = _status_kb("VmHWM")
     return {"rss_before_mib": rss_before / 1024, "peak_mib": peak / 1024, "peak_extra_mib": (peak - rss_before) / 1024}
 
@@ -130,9 +155,11 @@ def main(argv=None) -> int:
     parser.add_argument("--require-speedup", type=float, default=None)
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                         help="probe the peak memory of one edit per path in a fresh process (CPU, Linux)")
+    parser.add_argument("--precision", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the fast path in the default precision (bf16 autocast on a bf16 CPU)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="write the numbers as JSON here")
-    parser.add_argument("--probe-memory", choices=["fast", "full"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-memory", choices=["fast", "full", "fast-auto"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.layer_list = [int(x) for x in args.layers.split(",")] if args.layers else None
 
@@ -144,6 +171,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    from helpers.common.models import cpu_bf16_support, precision
     from helpers.common.results import hardware
     from helpers.detox.dinm import default_lr
     from helpers.detox.edit_inputs import build_edit_inputs
@@ -159,6 +187,13 @@ def main(argv=None) -> int:
           f"{num_layers(model)} layers; {args.steps} steps; lr {lr}; {torch.get_num_threads()} torch threads; "
           f"{hardware()}; load average {os.getloadavg()[0]:.1f}", flush=True)
     kw = dict(steps=args.steps, lr=lr, kl_weight=args.kl_weight, limits=limits)
+    auto = precision(args.device)
+    do_precision = args.precision and auto != "float32"
+    if args.precision and not do_precision:
+        print(f"precision axis skipped: the default precision here is float32 (native bf16: "
+              f"{cpu_bf16_support() or 'no'})")
+    pinned = dtype_env("float32")
+    pinned.__enter__()
     for fast in (True, False):  # warm-up
         run_edit(model, tokenizer, record, layers[0], fast=fast, **{**kw, "steps": 1})
 
@@ -189,10 +224,30 @@ def main(argv=None) -> int:
               f"{args.rtol}: {row['agree']} (max rel. diff {row['loss_max_rel_diff']:.1e})", flush=True)
     print("fast loss:", " ".join(f"{x:.4f}" for x in per_layer[0]["fast"]["loss"]))
     print("full loss:", " ".join(f"{x:.4f}" for x in per_layer[0]["full"]["loss"]))
+    pinned.__exit__(None, None, None)
+
+    if do_precision:
+        with dtype_env(None):
+            run_edit(model, tokenizer, record, layers[0], fast=True, **{**kw, "steps": 1})  # warm-up
+            for row in per_layer:
+                items = [run_edit(model, tokenizer, record, row["layer"], fast=True, **kw) for _ in range(args.repeats)]
+                history = items[0][1]
+                a, b = history["loss"], row["fast"]["loss"]
+                row["fast_auto"] = {"precision": auto, "seconds": min(x for x, _ in items),
+                                    "cpu_seconds": min(h["cpu_seconds"] for _, h in items),
+                                    "step_seconds": history["step_seconds"], "loss": a, "nll": history["nll"],
+                                    "kl": history["kl"]}
+                row["auto_loss_max_rel_diff"] = max(abs(x - y) / max(abs(y), 1e-8) for x, y in zip(a, b))
+                row["speedup_auto_cpu"] = row["fast"]["cpu_seconds"] / row["fast_auto"]["cpu_seconds"]
+                print(f"layer {row['layer']:>3}: fast float32 {row['fast']['seconds']:6.2f} s "
+                      f"({row['fast']['cpu_seconds']:6.2f} s CPU) | fast {auto} {row['fast_auto']['seconds']:6.2f} s "
+                      f"({row['fast_auto']['cpu_seconds']:6.2f} s CPU) | ratio {row['speedup_auto_cpu']:.2f}x CPU | "
+                      f"losses vs float32: max rel. diff {row['auto_loss_max_rel_diff']:.1e}", flush=True)
+        print(f"fast loss ({auto}):", " ".join(f"{x:.4f}" for x in per_layer[0]["fast_auto"]["loss"]))
 
     memory = {}
     if args.memory and args.device == "cpu":
-        for name in ("fast", "full"):
+        for name in ("fast", "full") + (("fast-auto",) if do_precision else ()):
             cmd = [sys.executable, __file__, "--probe-memory", name, "--layers", str(layers[0])]
             for flag in ("model", "data", "record", "steps", "lr", "kl_weight", "max_prompt_tokens",
                          "max_target_tokens", "max_kc_tokens", "threads"):
@@ -217,7 +272,8 @@ def main(argv=None) -> int:
                    "n_layers": num_layers(model), "steps": args.steps, "lr": lr, "kl_weight": args.kl_weight,
                    "edit_tokens": [len(inputs.prompt_ids), len(inputs.target_ids)],
                    "kc_tokens": [len(inputs.kc_prompt_ids), len(inputs.kc_answer_ids)], "repeats": args.repeats,
-                   "rtol": args.rtol, "load_average": os.getloadavg(), "layers": per_layer, "memory": memory}
+                   "rtol": args.rtol, "load_average": os.getloadavg(), "layers": per_layer, "memory": memory,
+                   "precision_default": auto, "cpu_bf16": cpu_bf16_support()}
         atomic_write_json(Path(args.out), payload)
         print(f"wrote {args.out}")
     if args.require_speedup is not None:

@@ -4,7 +4,8 @@
 
 * **generation**: batched greedy decoding of GSM8K prompts, tokens/s, with float32 weights and with bfloat16
   weights (the model loaded with ``dtype=torch.bfloat16``);
-* **label scoring**: the classification tasks' forward pass (``score_labels`` on SST-2 test sentences), items/s;
+* **label scoring**: the classification tasks' forward pass (``score_labels`` on SST-2 test sentences), items/s,
+  with bfloat16 weights and under bf16 autocast with float32 weights (what ``dtype="auto"`` uses);
 * **a fine-tuning step**: forward + backward + AdamW on 8 × 256-token sequences, all weights trainable, in
   float32 and under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (float32 master weights).
 
@@ -43,9 +44,12 @@ def generation(model, tokenizer, prompts, max_new_tokens, repeats):
     return tokens / seconds, texts
 
 
-def label_scoring(model, tokenizer, task, records, repeats):
-    seconds, predictions = best_of(repeats, lambda: task.predict(model, tokenizer, records, batch_size=16,
-                                                                 progress=False))
+def label_scoring(model, tokenizer, task, records, repeats, autocast=False):
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return task.predict(model, tokenizer, records, batch_size=16, progress=False)
+
+    seconds, predictions = best_of(repeats, run)
     return len(records) / seconds, [p["prediction"] for p in predictions]
 
 
@@ -90,6 +94,7 @@ def main() -> None:
                       "scoring": label_scoring(model, tokenizer, task, records, args.repeats)}
         del model
     model, tokenizer = load_model(dtype=torch.float32)
+    rows["autocast"] = {"scoring": label_scoring(model, tokenizer, task, records, args.repeats, autocast=True)}
     model.train()
     rows["float32"]["training"] = training_step(model, tokenizer, args.steps, args.repeats, autocast=False)
     rows["bfloat16"]["training"] = training_step(model, tokenizer, args.steps, args.repeats, autocast=True)
@@ -103,6 +108,10 @@ def main() -> None:
     print(f"label scoring (SST-2, {len(records)} sentences): float32 {f['scoring'][0]:.1f} items/s, "
           f"bf16 weights {b['scoring'][0]:.1f} items/s, ratio {b['scoring'][0] / f['scoring'][0]:.2f}x; "
           f"labels equal {same_labels}/{len(records)}")
+    a = rows["autocast"]
+    print(f"label scoring under bf16 autocast (float32 weights): {a['scoring'][0]:.1f} items/s, ratio "
+          f"{a['scoring'][0] / f['scoring'][0]:.2f}x; labels equal "
+          f"{sum(x == y for x, y in zip(f['scoring'][1], a['scoring'][1]))}/{len(records)}")
     print(f"fine-tuning step (8 × 256 tokens, all weights, AdamW): float32 {f['training'][0]:.3f} steps/s, "
           f"bf16 autocast {b['training'][0]:.3f} steps/s, ratio {b['training'][0] / f['training'][0]:.2f}x; "
           f"first loss {f['training'][1]:.4f} vs {b['training'][1]:.4f} ({loss_rel:.1e} relative)")

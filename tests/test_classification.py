@@ -102,11 +102,13 @@ def test_label_constrained_prediction_always_gives_a_valid_label(embedded, share
             assert all(score < 0 for score in result["scores"].values())  # log-probabilities
 
 
-def test_cached_label_scores_equal_a_full_forward_pass(embedded, shared_data):
+def test_cached_label_scores_equal_a_full_forward_pass(embedded, shared_data, monkeypatch):
+    """In float32 (the cache is an exact rewrite of the full pass; bf16 autocast would round the two differently)."""
     import torch
 
     from helpers.common.training import IGNORE_INDEX, encode_example
 
+    monkeypatch.setenv("HELPERS_DTYPE", "float32")
     model, tokenizer = embedded
     task = make_task("trec")
     records = task.load("test", limit=3)

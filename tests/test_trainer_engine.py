@@ -96,7 +96,8 @@ with open(os.path.join({out!r}, "rank%s.json" % os.environ.get("RANK", "0")), "w
 def test_torchrun_two_processes_synchronise_gradients_and_shard_the_batches(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(TESTS), examples=json.dumps(EXAMPLES), out=str(tmp_path)))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # float32: equal to one process within rounding (under bf16 autocast each rank's shard rounds differently)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
     one = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     single = json.loads((tmp_path / "rank0.json").read_text())
@@ -123,7 +124,8 @@ def test_torchrun_llm2llm_writes_one_run_folder_equal_to_one_process(tmp_path, s
     run equals a one-process run with the same seed (same seeds, new examples, test answers)."""
     args = ["llm2llm", "--dataset", "trec", "--seed-size", "8", "--iterations", "1", "--test-size", "8",
             "--epochs", "1", "--batch-size", "4", "--train-layers", "1", "--no-progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # float32: equal to one process within rounding (under bf16 autocast each rank's shard rounds differently)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
     one = subprocess.run([sys.executable, "-m", "helpers", *args, "--out", str(tmp_path / "one")], env=env,
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]

@@ -13,6 +13,7 @@ Any other ``name`` is a local folder or a Hugging Face hub id (e.g. ``Qwen/Qwen2
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -169,13 +170,12 @@ DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 def pick_dtype(device: str, dtype=None):
     """``dtype`` if given (a torch dtype or its name), else ``HELPERS_DTYPE`` if set (e.g. ``float32`` to
     reproduce CPU numbers on a GPU), else bfloat16 on CUDA GPUs with compute capability ≥ 8 (A100, H100, L4, …),
-    float16 on older ones (T4, V100) and float32 elsewhere."""
+    float16 on older ones (T4, V100) and float32 elsewhere. On a CPU the weights stay float32 under ``auto``;
+    where the CPU has native bf16 the products run in bf16 inside :func:`compute_autocast` instead."""
     import torch
 
     if dtype is None or dtype == "auto":
-        env = os.environ.get("HELPERS_DTYPE", "").strip().lower()
-        if env and env not in DTYPE_NAMES:
-            raise ValueError(f"HELPERS_DTYPE={os.environ['HELPERS_DTYPE']!r}: choose one of {', '.join(DTYPE_NAMES)}")
+        env = _dtype_setting()
         dtype = None if env in ("", "auto") else env
     if isinstance(dtype, str):
         return getattr(torch, dtype)
@@ -188,6 +188,57 @@ def pick_dtype(device: str, dtype=None):
         major, _ = torch.cuda.get_device_capability(index if index is not None else torch.cuda.current_device())
         return torch.bfloat16 if major >= 8 else torch.float16
     return torch.float32
+
+
+def _dtype_setting() -> str:
+    """``HELPERS_DTYPE`` lower-cased ("" when unset); an unknown value is an error."""
+    env = os.environ.get("HELPERS_DTYPE", "").strip().lower()
+    if env and env not in DTYPE_NAMES:
+        raise ValueError(f"HELPERS_DTYPE={os.environ['HELPERS_DTYPE']!r}: choose one of {', '.join(DTYPE_NAMES)}")
+    return env
+
+
+def cpu_autocast_dtype():
+    """The dtype CPU matrix products run in under the default ``dtype="auto"``: ``torch.bfloat16`` when the
+    CPU has native bf16 (:func:`cpu_bf16_support`: AMX or AVX512-BF16) and ``HELPERS_DTYPE`` is unset or
+    ``auto``; ``None`` (plain float32) otherwise — always with ``HELPERS_DTYPE=float32``. Weights stay
+    float32 (the master copy an optimiser updates, the copy DINM restores bit for bit); only the products
+    inside :func:`compute_autocast` run in bf16."""
+    import torch
+
+    if _dtype_setting() not in ("", "auto"):
+        return None
+    return torch.bfloat16 if cpu_bf16_support() else None
+
+
+def compute_autocast(device) -> "contextlib.AbstractContextManager":
+    """The mixed-precision context for work on ``device`` (a device string, a ``torch.device`` or a model):
+    bf16 autocast on a CPU with native bf16 (see :func:`cpu_autocast_dtype`), nothing elsewhere (a GPU
+    model is already loaded in bf16/fp16 by :func:`pick_dtype`; training adds its own CUDA autocast).
+    Used by every loop that trains (fine-tuning, DINM, FT-L, MEND) and by label scoring."""
+    import torch
+
+    if hasattr(device, "parameters"):
+        device = next(device.parameters()).device
+    if torch.device(device).type != "cpu" or cpu_autocast_dtype() is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def precision(device: str | None = None) -> str:
+    """How this process computes, in words, for results files: ``"float32"``, ``"bf16 autocast on amx"``
+    (float32 weights, bf16 products), ``"bfloat16 weights"``, …"""
+    device = pick_device(device)
+    setting = _dtype_setting()
+    if setting == "float32":
+        return "float32"
+    if setting not in ("", "auto"):
+        return f"{setting} weights"
+    if device.startswith("cuda"):
+        return f"{str(pick_dtype(device)).replace('torch.', '')} weights"
+    if device == "cpu" and cpu_autocast_dtype() is not None:
+        return f"bf16 autocast on {cpu_bf16_support()}"
+    return "float32"
 
 
 def resolve_model_path(name: str | None) -> str:

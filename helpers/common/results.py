@@ -11,17 +11,20 @@ from .io import atomic_write_json
 
 
 def hardware() -> str:
-    """A one-line description of the hardware this process runs on."""
+    """A one-line description of the hardware this process runs on and how it computes on it, e.g.
+    ``"CPU: x86_64, 2 cores; bf16 autocast on amx"`` (see :func:`helpers.common.models.precision`)."""
+    import os
+
+    from .models import precision
+
     try:
         import torch
 
         if torch.cuda.is_available():
-            return f"GPU: {torch.cuda.get_device_name(0)}"
+            return f"GPU: {torch.cuda.get_device_name(0)}; {precision()}"
     except ImportError:  # pragma: no cover
-        pass
-    import os
-
-    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {precision('cpu')}"
 
 
 def record_chapter(chapter: str, numbers: dict, *, notes: str = "") -> None:

@@ -88,6 +88,7 @@ def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batc
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from .distributed import world_size
+    from .models import cpu_autocast_dtype
     from .training import _accepts_logits_to_keep, _collate
 
     world = world_size()
@@ -116,7 +117,10 @@ def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batc
             num_train_epochs=1, learning_rate=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
             adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, optim="adamw_torch", warmup_steps=0,
             logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=not progress, seed=seed,
-            data_seed=seed, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
+            data_seed=seed, use_cpu=not cuda,
+            # bf16 mixed precision: on a GPU that has it; on a CPU with native bf16 unless HELPERS_DTYPE=float32
+            # (accelerate then runs the forward under CPU bf16 autocast, as the plain loop does)
+            bf16=(cuda and torch.cuda.is_bf16_supported()) or (not cuda and cpu_autocast_dtype() is not None),
             remove_unused_columns=False, dataloader_num_workers=0, average_tokens_across_devices=True,
             ddp_find_unused_parameters=False,
             dataloader_drop_last=False,

@@ -15,7 +15,9 @@ What it guarantees
   end-of-turn token are learned, so the model also learns to stop.
 * **Seeded.** The same ``seed``, data and settings give the same weights (shuffling uses its own
   ``torch.Generator``; LoRA initialisation is seeded too).
-* **CPU and CUDA.** On CPU everything runs in float32. On CUDA the weights stay float32 for full
+* **CPU and CUDA.** On CPU the weights are float32; where the CPU has native bf16 (AMX / AVX512-BF16) the
+  forward and backward products run under bf16 autocast (``HELPERS_DTYPE=float32`` turns that off; the
+  loss per step then moves by ~1e-4 relative, see ``benchmarks/bench_dtype.py``). On CUDA the weights stay float32 for full
   fine-tuning and the forward pass runs under bfloat16 autocast (mixed precision); with ``lora=True`` the
   frozen base may be bfloat16 and only the adapters train. LoRA adapters are merged back by default, so the
   caller always gets a plain ``transformers`` model.
@@ -38,6 +40,7 @@ from tqdm.auto import tqdm
 
 from .config import set_seed
 from .generation import chat_prompt, to_messages
+from .models import compute_autocast, precision
 
 IGNORE_INDEX = -100
 
@@ -325,6 +328,7 @@ def finetune(
     schedule = lr_multiplier(lr_schedule, warmup, total_updates)
     batches = batch_order(len(encoded), batch_size, total_batches, seed)
     history = {"loss": [], "lr": [], "examples": len(encoded), "epochs": epochs, "seed": seed, "lora": lora,
+               "precision": precision(str(next(model.parameters()).device)),
                "engine": engine}
     start = time.time()
     if engine == "trainer":
@@ -362,8 +366,10 @@ def _train_loop(model, tokenizer, encoded, batches, history, *, lr, schedule, gr
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     keep_logits = _accepts_logits_to_keep(model)
-    use_autocast = device.startswith("cuda")
-    autocast_dtype = torch.bfloat16 if (use_autocast and torch.cuda.is_bf16_supported()) else torch.float16
+    cuda = device.startswith("cuda")
+    autocast_dtype = torch.bfloat16 if (cuda and torch.cuda.is_bf16_supported()) else torch.float16
+    # CUDA: fp16/bf16 autocast; CPU: bf16 autocast where the CPU has native bf16 (float32 master weights)
+    mixed = (torch.autocast("cuda", dtype=autocast_dtype) if cuda else compute_autocast(device))
     total_batches = len(batches)
     model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -371,7 +377,7 @@ def _train_loop(model, tokenizer, encoded, batches, history, *, lr, schedule, gr
     for batch_number in bar:
         batch = {k: v.to(device) for k, v in
                  _collate([encoded[i] for i in batches[batch_number]], tokenizer.pad_token_id).items()}
-        with torch.autocast("cuda", dtype=autocast_dtype, enabled=use_autocast):
+        with mixed:
             loss = _response_loss(model, batch, keep_logits)
         (loss / grad_accum).backward()
         if (batch_number + 1) % grad_accum == 0 or batch_number + 1 == total_batches:

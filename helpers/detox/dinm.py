@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+from ..common.models import compute_autocast, precision
 from ..safeedit.harness import Method
 from .edit_inputs import EditInputs, _suffix, build_edit_inputs, with_suffix
 from .fast_path import FullForward, UpperForward
@@ -88,11 +89,13 @@ class DINMSession:
     """Everything for editing one record at one layer; :meth:`run` edits, :meth:`restore` undoes it exactly.
 
     The original W_V is cloned at construction. ``fast`` picks :class:`UpperForward` or :class:`FullForward`.
+    ``autocast``: ``None`` = the default precision (:func:`helpers.common.models.compute_autocast`: bf16
+    autocast on a CPU with native bf16, W_V and Adam's state in float32), ``False`` = float32 throughout.
     """
 
     def __init__(self, model, tokenizer, record: dict, layer: int, *, fast: bool = True, suffix: str | None = None,
                  use_kl: bool = True, max_prompt_tokens: int = 1024, max_target_tokens: int = 256,
-                 max_kc_tokens: int = 256, source: str = "<records>"):
+                 max_kc_tokens: int = 256, source: str = "<records>", autocast: bool | None = None):
         import torch
 
         self.model, self.layer, self.fast, self.use_kl = model, layer, fast, use_kl
@@ -108,6 +111,19 @@ class DINMSession:
                           "rounded away in half precision; load the model with dtype=torch.float32", stacklevel=2)
         self.original = self.param.detach().clone()
         device = self.param.device
+        # bf16 products on a CPU with native bf16 (float32 W_V and Adam state), plain float32 elsewhere or with
+        # HELPERS_DTYPE=float32; the reference distribution and every step use the same precision
+        # (``autocast=False``: float32 whatever the default, e.g. to compare with a float32 loop by hand)
+        self.mixed = (lambda: compute_autocast(device)) if autocast is not False else contextlib.nullcontext
+        self.precision = precision(str(device)) if autocast is not False else "float32"
+        with self.mixed():
+            self._build_engines(model, device)
+
+    def _build_engines(self, model, device) -> None:
+        """The forward engines of the edit and constraint sequences and the original model's distribution."""
+        import torch
+
+        fast, layer, use_kl = self.fast, self.layer, self.use_kl
         ids, positions = EditInputs.sequence(self.inputs.prompt_ids, self.inputs.target_ids)
         self.targets = torch.tensor(self.inputs.target_ids, device=device)
         ids, positions = ids.to(device), positions.to(device)
@@ -131,7 +147,8 @@ class DINMSession:
         """Mean negative log-likelihood of the safe generation given the adversarial input."""
         import torch.nn.functional as F
 
-        return F.cross_entropy(self.edit_engine.logits(), self.targets)
+        with self.mixed():
+            return F.cross_entropy(self.edit_engine.logits(), self.targets)
 
     def kl(self, grad: bool = True):
         """KL(original ‖ edited) on the knowledge-constraint answer, mean over its tokens.
@@ -142,7 +159,7 @@ class DINMSession:
 
         if not self.use_kl:
             raise RuntimeError("this session was built with use_kl=False")
-        with contextlib.nullcontext() if grad else torch.no_grad():
+        with contextlib.nullcontext() if grad else torch.no_grad(), self.mixed():
             logp = torch.log_softmax(self.kc_engine.logits(), dim=-1)
             return (self.ref_p * (self.ref_logp - logp)).sum(-1).mean()
 
@@ -179,9 +196,10 @@ class DINMSession:
             for _ in range(steps):
                 t0 = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
-                nll = self.nll()
-                kl = self.kl(grad=kl_grad) if use_kl else torch.zeros((), device=nll.device)
-                loss = nll + kl_weight * kl
+                with self.mixed():
+                    nll = self.nll()
+                    kl = self.kl(grad=kl_grad) if use_kl else torch.zeros((), device=nll.device)
+                    loss = nll + kl_weight * kl
                 history["loss"].append(float(loss.item()))
                 history["nll"].append(float(nll.item()))
                 history["kl"].append(float(kl.item()))
@@ -192,7 +210,7 @@ class DINMSession:
                 optimizer.step()
                 history["step_seconds"].append(time.perf_counter() - t0)
         if final:
-            with torch.no_grad():
+            with torch.no_grad(), self.mixed():
                 history["nll_after"] = float(self.nll().item())
                 if self.use_kl:
                     history["kl_after"] = float(self.kl(grad=False).item())

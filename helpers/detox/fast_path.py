@@ -84,14 +84,21 @@ class UpperForward:
         missing = [i for i in range(layer, len(self.layers)) if i not in calls]
         if missing:
             raise RuntimeError(f"fast path: layers {missing} were not called by the model's forward pass")
+        # under autocast the cached activations come out in bf16: keep them in the weights' dtype, so the
+        # engine also runs outside autocast (autocast casts them back down where it is on)
+        dtype = self.wv.weight.dtype
         self.calls = {}
         for i, (args, kwargs) in calls.items():
             # keep the hidden-state input only where it is needed (``layer`` without the residual shortcut)
             keep = i == layer and not self.residual
+            if keep and args:
+                args = (args[0].to(dtype),) + tuple(args[1:])
+            elif keep:
+                kwargs = {**kwargs, "hidden_states": kwargs["hidden_states"].to(dtype)}
             self.calls[i] = (args if keep or not args else (None,) + tuple(args[1:]), kwargs)
         if self.residual:
-            self.a = cache["a"]
-            self.base = cache["out"] - cache["o"]  # the residual stream around W_V
+            self.a = cache["a"].to(dtype)
+            self.base = (cache["out"].to(dtype) - cache["o"].to(dtype))  # the residual stream around W_V
 
     def hidden(self):
         """The last layer's output (before the final norm) under the current W_V."""

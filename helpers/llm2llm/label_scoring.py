@@ -64,13 +64,17 @@ def score_labels(model, tokenizer, prompts: Sequence, labels: Sequence[str], *, 
 
     The reply is tokenised exactly as :func:`helpers.common.training.encode_example` tokenises a training target,
     so the student is scored on what it was trained to write. Each prompt is run once; its KV cache is
-    then extended by each label's tokens and cropped back (labels are short, prompts are not).
+    then extended by each label's tokens and cropped back (labels are short, prompts are not). On a CPU with
+    native bf16 the forward passes run under bf16 autocast (:func:`helpers.common.models.compute_autocast`;
+    measured 1.6x faster with the same labels, ``benchmarks/bench_dtype.py``); ``HELPERS_DTYPE=float32`` turns
+    it off.
     """
     import inspect
 
     import torch
     from transformers import DynamicCache
 
+    from ..common.models import compute_autocast
     from ..common.training import IGNORE_INDEX, encode_example
 
     accepted = inspect.signature(model.forward).parameters
@@ -109,7 +113,7 @@ def score_labels(model, tokenizer, prompts: Sequence, labels: Sequence[str], *, 
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         batch_scores = torch.zeros((len(batch), len(labels)), dtype=torch.float64)
-        with torch.no_grad():
+        with torch.no_grad(), compute_autocast(device):
             cache = DynamicCache()
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                         **{cache_arg: cache}, **last_only)
