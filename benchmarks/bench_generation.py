@@ -1,8 +1,10 @@
 """Tokens/s of batched generation vs one prompt at a time, on the embedded model.
 
-    python benchmarks/bench_generation.py [--prompts 16] [--batch-size 8] [--max-new-tokens 48]
+    python benchmarks/bench_generation.py [--prompts 16] [--batch-size 8] [--max-new-tokens 48] [--no-dtype]
 
-Prints both throughputs and their ratio in one run. Generated tokens are counted up to each reply's
+Prints both throughputs and their ratio in one run, then (``--dtype``, the default) batched generation with
+bfloat16 weights against float32 weights, the ratio and how many greedy replies are equal, with what the
+CPU supports (native bf16 from its flags: AMX / AVX512-BF16). Generated tokens are counted up to each reply's
 end-of-sequence token, so padding after an early stop is not counted as work done.
 """
 from __future__ import annotations
@@ -13,11 +15,11 @@ import time
 import torch
 
 from helpers.common.generation import chat_prompt
-from helpers.common.models import load_model
+from helpers.common.models import cpu_bf16_support, load_model
 from helpers.llm2llm.gsm8k import load_gsm8k
 
 
-def run(model, tokenizer, prompts, batch_size, max_new_tokens) -> tuple[int, float]:
+def run(model, tokenizer, prompts, batch_size, max_new_tokens, replies=None) -> tuple[int, float]:
     texts = [chat_prompt(tokenizer, p) for p in prompts]
     produced, start = 0, time.perf_counter()
     for i in range(0, len(texts), batch_size):
@@ -29,6 +31,8 @@ def run(model, tokenizer, prompts, batch_size, max_new_tokens) -> tuple[int, flo
         for row in new:
             stop = (row == tokenizer.eos_token_id).nonzero()
             produced += int(stop[0]) + 1 if len(stop) else len(row)
+            if replies is not None:
+                replies.append(row[: int(stop[0]) + 1 if len(stop) else len(row)].tolist())
     return produced, time.perf_counter() - start
 
 
@@ -37,6 +41,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--dtype", action=argparse.BooleanOptionalAction, default=True,
+                        help="also compare batched generation with bfloat16 and float32 weights")
     args = parser.parse_args()
     model, tokenizer = load_model()
     prompts = [r["question"] for r in load_gsm8k("test", limit=args.prompts)]
@@ -49,6 +55,19 @@ def main() -> None:
     print(f"one at a time : {single:8.1f} tokens/s ({single_tokens} tokens in {single_s:.1f} s)")
     print(f"batch size {args.batch_size:<3}: {batched:8.1f} tokens/s ({batch_tokens} tokens in {batch_s:.1f} s)")
     print(f"speed-up      : {batched / single:8.2f}x")
+    if args.dtype:
+        fp32_replies = []
+        fp32_tokens, fp32_s = run(model, tokenizer, prompts, args.batch_size, args.max_new_tokens, fp32_replies)
+        del model
+        model, tokenizer = load_model(dtype=torch.bfloat16)
+        run(model, tokenizer, prompts[:2], 2, 4)  # warm-up
+        bf16_replies = []
+        bf16_tokens, bf16_s = run(model, tokenizer, prompts, args.batch_size, args.max_new_tokens, bf16_replies)
+        fp32, bf16 = fp32_tokens / fp32_s, bf16_tokens / bf16_s
+        same = sum(a == b for a, b in zip(fp32_replies, bf16_replies))
+        print(f"dtype (batch size {args.batch_size}; native bf16 on this CPU: {cpu_bf16_support() or 'no'}): float32 "
+              f"weights {fp32:.1f} tokens/s, bfloat16 weights {bf16:.1f} tokens/s, ratio {bf16 / fp32:.2f}x; "
+              f"greedy replies equal {same}/{len(prompts)}")
 
 
 if __name__ == "__main__":
