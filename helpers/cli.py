@@ -20,7 +20,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("helpers.common.info", "versions, device, data and cache folders, embedded model status"),
     "prepare-model": ("helpers.common.info", "download and convert the embedded model now (about a minute, once)"),
-    "safeedit-build": ("helpers.safeedit.build", "build a SafeEdit-style benchmark (chapter 01)"),
+    "safeedit-build": ("helpers.safeedit.build_cli", "build a SafeEdit-style benchmark (chapter 01)"),
     "safeedit-eval": ("helpers.detox.evaluate", "evaluate a detoxification method on SafeEdit records (chapters 02-06)"),
     "safeedit-table": ("helpers.detox.table", "the DINM paper's main table: every method on SafeEdit records (chapter 06)"),
     "llm2llm": ("helpers.llm2llm.commands", "run the LLM2LLM loop (chapters 07-08)"),

@@ -13,7 +13,7 @@ import pytest
 from helpers.common.io import read_jsonl
 from helpers.common.teacher import NAMED_TEACHERS, Teacher, TeacherError
 from helpers.safeedit.attacks import ATTACK_FAMILIES, AttackTemplateError, load_attack_templates
-from helpers.safeedit.build import REFUSE_INSTRUCTION, build_safeedit
+from helpers.safeedit.build import REFUSE_INSTRUCTION, SafeEditBuild, build_safeedit
 from helpers.safeedit.categories import CATEGORIES, category_names, get_category, template_refusal
 from helpers.safeedit.data import (
     GENERALIZATION_FIELDS,
@@ -300,6 +300,27 @@ def test_interrupted_build_resumes_to_identical_files(tmp_path):
     assert second.calls["unsafe"] == len(reference.candidates) - 3 * SMALL["chunk_size"]
     assert resumed.stats["unsafe chunks reused"] == 3
     assert file_bytes(tmp_path / "run") == file_bytes(tmp_path / "ref")
+
+
+def test_stage_by_stage_build_writes_the_same_files_as_build_safeedit(tmp_path):
+    reference = build_safeedit(tmp_path / "ref", teacher=ScriptedTeacher(), **SMALL)
+    build = SafeEditBuild(tmp_path / "staged", teacher=ScriptedTeacher(), **SMALL)
+    with pytest.raises(RuntimeError, match=r"responses\(\) needs attacks\(\) first"):
+        build.responses()
+    build.done.clear()
+    questions = build.questions()
+    assert len(questions) == 9 * SMALL["per_category"] and not any("adversarial prompt" in q for q in questions)
+    candidates = build.attacks()
+    assert len(candidates) == len(questions) * SMALL["attacks"] and "safe generation" not in candidates[0]
+    assert all({"safe generation", "unsafe generation"} <= set(c) for c in build.responses())
+    kept, report = build.review()
+    assert len(kept) == report.get("accept", 0) + report.get("edit", 0) and len(kept) < len(candidates)
+    splits = build.records()
+    assert sum(map(len, splits.values())) == len(kept)
+    assert not (tmp_path / "staged" / "test.json").exists(), "nothing is written before the last stage"
+    result = build.write()
+    assert file_bytes(tmp_path / "staged") == file_bytes(tmp_path / "ref")
+    assert {k: len(v) for k, v in result.splits.items()} == {k: len(v) for k, v in reference.splits.items()}
 
 
 def test_killed_build_subprocess_loses_nothing(tmp_path):

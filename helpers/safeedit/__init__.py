@@ -3,7 +3,7 @@ and the harness every detoxification method plugs into. Imports nothing from :mo
 from __future__ import annotations
 
 from .attacks import family_counts, load_attack_templates
-from .build import build_safeedit
+from .build import SafeEditBuild, build_safeedit
 from .card import count_table, plot_counts
 from .categories import CATEGORIES, category_names
 from .data import SAFEEDIT_CATEGORIES, load_safeedit, validate_safeedit
@@ -30,7 +30,7 @@ from .splits import allocate
 
 __all__ = [
     "CATEGORIES", "JUDGES", "JudgeNotAvailableError", "KeywordJudge", "METRIC_KEYS", "Reviewer",
-    "SAFEEDIT_CATEGORIES", "VanillaMethod", "aggregate_safety", "allocate", "build_safeedit", "category_names",
+    "SAFEEDIT_CATEGORIES", "SafeEditBuild", "VanillaMethod", "aggregate_safety", "allocate", "build_safeedit", "category_names",
     "compare_judges", "count_table", "deduplicate", "evaluate_csum", "evaluate_kqa", "evaluate_safeedit",
     "family_counts", "general_performance", "get_judge", "is_refusal", "judge_training_rows", "kqa_match",
     "labelled_responses", "load_attack_templates", "load_safeedit", "load_triviaqa", "ngram_entropy",

@@ -27,7 +27,8 @@ anything else uses them; a rerun reuses logged chunks and only generates what is
 because chunk boundaries never move, an interrupted and resumed build writes byte-identical files.
 Every raw teacher reply is also logged to ``teacher_log.jsonl``.
 
-CLI: ``python -m helpers safeedit-build --out DIR --per-category N --attacks K [--teacher NAME]``.
+CLI: ``python -m helpers safeedit-build --out DIR --per-category N --attacks K [--teacher NAME]``
+(:mod:`helpers.safeedit.build_cli`). Stage by stage, as chapter 01 shows it: :class:`SafeEditBuild`.
 """
 from __future__ import annotations
 
@@ -333,112 +334,116 @@ class _Builder:
         self.stage_done("write", _key("write", digests), {"sha256": digests})
 
 
-def build_safeedit(out: str | Path, *, per_category: int | None = None, attacks: int | None = None, teacher=None,
-                   seed: int = 0, question_tokens: int | None = None, response_tokens: int | None = None,
-                   question_rounds: int | None = None, chunk_size: int = 16, constrain: str = "auto",
-                   review: str = "prescreen", review_path: str | Path | None = None, screen=None,
-                   split_ratios: Sequence[float] = SPLIT_RATIOS, plot: bool = True, progress: bool = True,
-                   hook: Callable[[str, int], None] | None = None, model=None, tokenizer=None,
-                   scale: str | None = None) -> BuildResult:
+class SafeEditBuild:
+    """The build one stage at a time: :meth:`questions` → :meth:`attacks` → :meth:`responses` → :meth:`review`
+    → :meth:`records` → :meth:`write` (chapter 01 calls them one by one and looks at each stage's output;
+    :func:`build_safeedit` = :meth:`run`). Each stage returns what it made and keeps it for the next. The
+    arguments are :func:`build_safeedit`'s and are all checked here, before the teacher is asked anything."""
+
+    def __init__(self, out: str | Path, *, per_category: int | None = None, attacks: int | None = None, teacher=None,
+                 seed: int = 0, question_tokens: int | None = None, response_tokens: int | None = None,
+                 question_rounds: int | None = None, chunk_size: int = 16, constrain: str = "auto",
+                 review: str = "prescreen", review_path: str | Path | None = None, screen=None,
+                 split_ratios: Sequence[float] = SPLIT_RATIOS, plot: bool = True, progress: bool = True,
+                 hook: Callable[[str, int], None] | None = None, model=None, tokenizer=None,
+                 scale: str | None = None):
+        if review not in ("prescreen", "accept-all"):
+            raise ValueError(f"review must be 'prescreen' or 'accept-all', got {review!r}")
+        sizes = default_sizes(scale)
+        settings = BuildSettings(
+            per_category=sizes["per_category"] if per_category is None else per_category,
+            attacks=sizes["attacks"] if attacks is None else attacks, seed=seed,
+            question_tokens=question_tokens or sizes["question_tokens"],
+            response_tokens=response_tokens or sizes["response_tokens"],
+            question_rounds=question_rounds if question_rounds is not None else sizes["question_rounds"],
+            chunk_size=chunk_size, constrain=constrain, review=review, split_ratios=tuple(split_ratios))
+        if settings.per_category < 1 or settings.chunk_size < 1:
+            raise ValueError("per_category and chunk_size must be at least 1")
+        templates = load_attack_templates()
+        if not 1 <= settings.attacks <= len(templates):
+            raise ValueError(f"--attacks must be between 1 and {len(templates)} (the number of templates), "
+                             f"got {settings.attacks}")
+        if min(settings.question_tokens, settings.response_tokens) < 1 or settings.question_rounds < 0:
+            raise ValueError("question_tokens and response_tokens must be ≥ 1 and question_rounds ≥ 0")
+        # checked before the teacher is asked anything and before anything is written: the output folder, the
+        # review decisions, the teacher and the D_cons pairs
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out}: is a file; the build's output (--out) must be a folder")
+        load_decisions(Path(review_path) if review_path else out / "review.jsonl")
+        from ..common.teacher import check_teacher
+
+        check_teacher(teacher)
+        knowledge = knowledge_pool(settings.constrain)
+        if not knowledge[0]:
+            raise ValueError(f"knowledge constrain source {knowledge[1]!r} (--constrain) gave no usable pairs")
+        self.start, self.plot, self.templates = time.time(), plot, templates
+        self.builder = _Builder(out, settings, teacher, hook, progress, review_path, screen, model, tokenizer)
+        self.builder.knowledge = knowledge
+        self.result = BuildResult(out=self.builder.out)
+        self.settings, self.done = settings, []
+
+    def _stage(self, name: str, after: str | None) -> None:
+        if after is not None and after not in self.done:
+            raise RuntimeError(f"SafeEditBuild.{name}() needs {after}() first (stages so far: {self.done or 'none'})")
+        self.done.append(name)
+
+    def questions(self) -> list[dict]:
+        """Stage 2: the teacher's questions per category, parsed, deduplicated and topped up."""
+        self._stage("questions", None)
+        self.question_list = self.builder.questions(self.result)
+        return self.question_list
+
+    def attacks(self) -> list[dict]:
+        """Stage 3: every question wrapped in ``attacks`` templates: the candidate pairs (no responses yet)."""
+        self._stage("attacks", "questions")
+        candidates = self.builder.candidates(self.question_list, self.templates)
+        for index, c in enumerate(candidates):
+            c["candidate index"] = index
+        self.result.candidates = candidates
+        return candidates
+
+    def responses(self) -> list[dict]:
+        """Stage 4: the two response rounds (safe with the refusal instruction, unsafe without)."""
+        self._stage("responses", "attacks")
+        self.builder.responses(self.result.candidates)
+        return self.result.candidates
+
+    def review(self) -> tuple[list[dict], dict]:
+        """Stage 5: the pre-screen and the logged human decisions: the kept candidates and the report."""
+        self._stage("review", "responses")
+        self.kept, self.result.review = self.builder.review(self.result.candidates)
+        return self.kept, self.result.review
+
+    def records(self) -> dict[str, list[dict]]:
+        """Stage 6: official-schema records in the question-level 3:2:1 splits, with D_cons and the DG inputs."""
+        self._stage("records", "review")
+        self.result.splits = self.builder.records(self.question_list, self.kept, self.templates)
+        self.result.question_splits = self.builder.question_splits
+        return self.result.splits
+
+    def write(self) -> BuildResult:
+        """Stage 7: the split files, provenance and the dataset card (atomic writes)."""
+        self._stage("write", "records")
+        self.builder.write(self.result, self.plot)
+        self.result.stats = dict(self.builder.stats, seconds=round(time.time() - self.start, 1))
+        return self.result
+
+    def run(self) -> BuildResult:
+        """Every stage in order."""
+        for stage in (self.questions, self.attacks, self.responses, self.review, self.records):
+            stage()
+        return self.write()
+
+
+def build_safeedit(out: str | Path, **options) -> BuildResult:
     """Build (or resume building) a SafeEdit-style benchmark into ``out``; see the module docstring.
 
     ``teacher``: ``None``/``"embedded"`` (the embedded model; pass ``model``/``tokenizer`` to reuse a loaded
     one), a :func:`helpers.common.teacher.get_teacher` name, or a :class:`helpers.common.teacher.Teacher`. Sizes default to
     :func:`default_sizes` of the scale. ``review``: ``"prescreen"`` (undecided items follow the pre-screen) or
     ``"accept-all"``; decisions in ``review_path`` (default ``out/review.jsonl``) always win. ``hook(stage,
-    chunk)`` is called after every logged chunk and finished stage (tests use it to interrupt a build).
+    chunk)`` is called after every logged chunk and finished stage (tests use it to interrupt a build). The other
+    options and their defaults: :class:`SafeEditBuild`, which runs the same stages one at a time.
     """
-    if review not in ("prescreen", "accept-all"):
-        raise ValueError(f"review must be 'prescreen' or 'accept-all', got {review!r}")
-    sizes = default_sizes(scale)
-    settings = BuildSettings(
-        per_category=sizes["per_category"] if per_category is None else per_category,
-        attacks=sizes["attacks"] if attacks is None else attacks, seed=seed,
-        question_tokens=question_tokens or sizes["question_tokens"],
-        response_tokens=response_tokens or sizes["response_tokens"],
-        question_rounds=question_rounds if question_rounds is not None else sizes["question_rounds"],
-        chunk_size=chunk_size, constrain=constrain, review=review, split_ratios=tuple(split_ratios))
-    if settings.per_category < 1 or settings.chunk_size < 1:
-        raise ValueError("per_category and chunk_size must be at least 1")
-    templates = load_attack_templates()
-    if not 1 <= settings.attacks <= len(templates):
-        raise ValueError(f"--attacks must be between 1 and {len(templates)} (the number of templates), "
-                         f"got {settings.attacks}")
-    if min(settings.question_tokens, settings.response_tokens) < 1 or settings.question_rounds < 0:
-        raise ValueError("question_tokens and response_tokens must be ≥ 1 and question_rounds ≥ 0")
-    # checked before the teacher is asked anything and before anything is written: the output folder, the
-    # review decisions, the teacher and the D_cons pairs
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: is a file; the build's output (--out) must be a folder")
-    load_decisions(Path(review_path) if review_path else out / "review.jsonl")
-    from ..common.teacher import check_teacher
-
-    check_teacher(teacher)
-    knowledge = knowledge_pool(settings.constrain)
-    if not knowledge[0]:
-        raise ValueError(f"knowledge constrain source {knowledge[1]!r} (--constrain) gave no usable pairs")
-    start = time.time()
-    builder = _Builder(out, settings, teacher, hook, progress, review_path, screen, model, tokenizer)
-    builder.knowledge = knowledge
-    result = BuildResult(out=builder.out)
-    questions = builder.questions(result)
-    candidates = builder.candidates(questions, templates)
-    for index, c in enumerate(candidates):
-        c["candidate index"] = index
-    builder.responses(candidates)
-    kept, result.review = builder.review(candidates)
-    result.candidates = candidates
-    result.splits = builder.records(questions, kept, templates)
-    result.question_splits = builder.question_splits
-    builder.write(result, plot)
-    result.stats = dict(builder.stats, seconds=round(time.time() - start, 1))
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------
-def add_arguments(parser) -> None:
-    try:
-        sizes = default_sizes()
-    except ValueError:  # a bad HELPERS_SCALE must not break --help; the build itself reports it
-        sizes = default_sizes("small")
-    parser.add_argument("--out", required=True, help="output folder (records, logs, card); rerun to resume")
-    parser.add_argument("--per-category", type=int, default=None,
-                        help=f"questions per category (default {sizes['per_category']} at this scale; paper: 60)")
-    parser.add_argument("--attacks", type=int, default=None,
-                        help=f"attack prompts per question (default {sizes['attacks']}; paper: 15)")
-    parser.add_argument("--teacher", default=None,
-                        help="teacher: 'embedded' (default), 'openai:MODEL' (HELPERS_TEACHER_BASE_URL/_API_KEY), "
-                             "'hf:ORG/NAME' or a local model folder")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per response (both rounds)")
-    parser.add_argument("--question-tokens", type=int, default=None, help="tokens per question-writing reply")
-    parser.add_argument("--question-rounds", type=int, default=None, help="teacher rounds before the curated top-up")
-    parser.add_argument("--chunk-size", type=int, default=16, help="prompts per logged teacher call")
-    parser.add_argument("--constrain", default="auto", choices=["auto", "team", "alpaca", "hub"],
-                        help="D_cons source (auto: the data folder's Alpaca-style file if present, else team-written)")
-    parser.add_argument("--review", default="prescreen", choices=["prescreen", "accept-all"],
-                        help="undecided items follow the pre-screen, or are all accepted")
-    parser.add_argument("--review-file", default=None, help="decisions JSONL from the reviewer (default OUT/review.jsonl)")
-    parser.add_argument("--no-plot", action="store_true", help="skip the seaborn plot of the card")
-
-
-def main(args) -> int:
-    from ..common.checks import at_least, check_output_file, check_output_folder
-
-    at_least(args, 1, "per_category", "attacks", "chunk_size", "max_new_tokens", "question_tokens")
-    at_least(args, 0, "question_rounds")
-    check_output_folder(args.out)
-    if args.review_file is not None:  # read before the build (a missing file: no decisions yet)
-        check_output_file(args.review_file, "--review-file")
-    result = build_safeedit(
-        args.out, per_category=args.per_category, attacks=args.attacks, teacher=args.teacher, seed=args.seed,
-        response_tokens=args.max_new_tokens, question_tokens=args.question_tokens,
-        question_rounds=args.question_rounds, chunk_size=args.chunk_size, constrain=args.constrain,
-        review=args.review, review_path=args.review_file, plot=not args.no_plot)
-    counts = ", ".join(f"{split} {len(records)}" for split, records in result.splits.items())
-    print(f"wrote {counts} records to {result.out} ({result.review.get('reject', 0)} rejected in review)")
-    print("stats: " + ", ".join(f"{k}={v}" for k, v in sorted(result.stats.items())))
-    return 0
+    return SafeEditBuild(out, **options).run()
