@@ -153,3 +153,31 @@ def test_batch_size_must_split_over_the_processes(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"batch_size \(--batch-size\) 3 must be a multiple of the 2 processes"):
         run_llm2llm("trec", seed_size=4, iterations=0, out_dir=tmp_path / "run", batch_size=3)
     assert not (tmp_path / "run").exists()
+
+
+def test_torchrun_safeedit_eval_sft_writes_one_result_equal_to_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m helpers safeedit-eval --method sft``: the SFT baseline trains on the
+    Trainer engine with both ranks (world_size 2), rank 0 alone writes --out and prints, and the scores and the
+    training losses equal a one-process run's."""
+    args = ["safeedit-eval", "--data", "sample", "--limit", "1", "--method", "sft", "--option", "limit=4",
+            "--option", "epochs=1", "--option", "batch_size=2", "--option", "max_prompt_tokens=48",
+            "--option", "max_response_tokens=16", "--max-new-tokens", "4", "--max-input-tokens", "64",
+            "--judge", "keyword", "--second-judge", "none"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
+    one = subprocess.run([sys.executable, "-m", "helpers", *args, "--out", str(tmp_path / "one.json")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29521", "-m", "helpers", *args, "--out", str(tmp_path / "two.json")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("wrote ") == 1                                   # one report, from rank 0
+    a, b = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert a["settings"]["world_size"] == 1 and b["settings"]["world_size"] == 2
+    assert a["training"]["engine"] == "loop" and b["training"]["engine"] == "trainer"
+    assert b["training"]["world_size"] == 2 and a["training"]["n_train_pairs"] == b["training"]["n_train_pairs"] == 4
+    assert len(a["training"]["loss"]) == len(b["training"]["loss"]) == 2
+    assert b["training"]["loss"] == pytest.approx(a["training"]["loss"], abs=1e-4)
+    assert [i["responses"] for i in a["instances"]] == [i["responses"] for i in b["instances"]]
+    assert a["aggregate"] == b["aggregate"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "two.json"]  # no stray log or rank file

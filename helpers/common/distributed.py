@@ -93,3 +93,26 @@ def rank_folder(out_dir):
         shutil.copytree(out_dir, mirror, ignore=shutil.ignore_patterns(".served"))
     barrier()
     return mirror
+
+
+def rank_file(path):
+    """Where this rank keeps a log file: ``path`` itself on rank 0; on the other ranks a private copy (what a
+    resumed run has logged so far) in a temporary folder, removed at exit — the one-file version of
+    :func:`rank_folder`, for commands whose output is a file and a log (``safeedit-eval``)."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    init_process_group()
+    if is_main_process():
+        barrier()
+        return path
+    private = Path(tempfile.mkdtemp(prefix=f"helpers-rank{rank()}-"))
+    atexit.register(shutil.rmtree, private, True)
+    mirror = private / path.name
+    if path.is_file():
+        shutil.copy2(path, mirror)
+    barrier()
+    return mirror

@@ -212,6 +212,7 @@ def main(args) -> int:
     from ..common.backend import backend_from_args
     from ..common.checks import at_least, check_output_file, require_records
     from ..common.config import set_seed
+    from ..common.distributed import init_process_group, is_main_process, rank_file, world_size
     from ..common.io import atomic_write_json
     from ..common.models import load_model
     from ..common.results import hardware
@@ -253,6 +254,12 @@ def main(args) -> int:
         train_records = require_records(load_safeedit(train_source, split="train"), train_source,
                                         "training records (--train-data)")
     judge, second_judge = judges_from_args(args, records, source=str(which))
+    # under torchrun / accelerate launch every rank runs the same evaluation (a trained baseline trains its shard of
+    # every batch with synchronised gradients, so every rank evaluates the same model); rank 0 alone writes --out
+    # and the log, the other ranks keep a private copy of the log
+    init_process_group()
+    if log_path is not None and world_size() > 1:
+        log_path = rank_file(log_path)
     if backend is not None:
         model, tokenizer = backend, None
     else:
@@ -268,9 +275,15 @@ def main(args) -> int:
                            "general": args.general, "general_limit": args.general_limit,
                            "general_instances": args.general_instances, "method_options": options,
                            "dtype": "the server's" if backend is not None else str(next(model.parameters()).dtype),
-                           "hardware": hardware(), "seed": args.seed}
+                           "hardware": hardware(), "seed": args.seed, "world_size": world_size()}
     if backend is not None:
         results["settings"]["backend"] = {"base_url": backend.base_url, "concurrency": backend.concurrency}
+    if train_records is not None:  # what the trained baseline's training did (loss per update, engine, ranks)
+        history = getattr(method, "history", {}) or {}
+        results["training"] = {k: history[k] for k in ("loss", "n_train_pairs", "train_seconds", "engine",
+                                                       "world_size", "precision") if k in history}
+    if not is_main_process():
+        return 0
     atomic_write_json(args.out, results)
     print(json.dumps({"aggregate": results["aggregate"], "by_judge": results["by_judge"]}, indent=2))
     print(f"wrote {args.out}")

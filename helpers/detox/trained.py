@@ -285,6 +285,8 @@ class SFTMethod(_TrainedMethod):
                            lora_alpha=2 * s["lora_r"], seed=self.seed, progress=self.progress, desc="SFT",
                            max_length=s["max_prompt_tokens"] + s["max_response_tokens"] + 64)
         self.history["loss"] = list(trained.finetune_history["loss"])
+        self.history.update({k: trained.finetune_history[k] for k in ("engine", "world_size", "precision")
+                             if k in trained.finetune_history})
         return trained
 
 
