@@ -181,3 +181,29 @@ def test_torchrun_safeedit_eval_sft_writes_one_result_equal_to_one_process(tmp_p
     assert [i["responses"] for i in a["instances"]] == [i["responses"] for i in b["instances"]]
     assert a["aggregate"] == b["aggregate"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "two.json"]  # no stray log or rank file
+
+
+def test_torchrun_safeedit_table_writes_one_table_equal_to_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m helpers safeedit-table``: the methods run in the launched processes (no
+    child process per method), rank 0 alone writes the table, its log and the markdown, equal to one process."""
+    args = ["safeedit-table", "--data", "sample", "--limit", "1", "--methods", "vanilla,self-reminder",
+            "--train-data", "three", "--max-new-tokens", "3", "--max-input-tokens", "48", "--judge", "keyword",
+            "--second-judge", "none"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
+    one = subprocess.run([sys.executable, "-m", "helpers", *args, "--no-isolate", "--out", str(tmp_path / "one.json")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29523", "-m", "helpers", *args, "--out", str(tmp_path / "two.json")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("wrote ") == 1 and "(own process)" not in two.stdout
+    a, b = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert a["settings"]["world_size"] == 1 and b["settings"]["world_size"] == 2
+    assert set(a["rows"]) == set(b["rows"]) == {"vanilla", "self-reminder"}
+    for name in a["rows"]:
+        assert a["rows"][name]["aggregate"] == b["rows"][name]["aggregate"], name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "one.log.jsonl", "one.md", "two.json",
+                                                          "two.log.jsonl", "two.md"]
+    assert len((tmp_path / "two.log.jsonl").read_text().splitlines()) == len(
+        (tmp_path / "one.log.jsonl").read_text().splitlines())

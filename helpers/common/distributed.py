@@ -95,10 +95,11 @@ def rank_folder(out_dir):
     return mirror
 
 
-def rank_file(path):
-    """Where this rank keeps a log file: ``path`` itself on rank 0; on the other ranks a private copy (what a
-    resumed run has logged so far) in a temporary folder, removed at exit — the one-file version of
-    :func:`rank_folder`, for commands whose output is a file and a log (``safeedit-eval``)."""
+def rank_file(path, *companions):
+    """Where this rank keeps an output file: ``path`` itself on rank 0; on the other ranks a private copy (what a
+    resumed run has so far) in a temporary folder, removed at exit — the one-file version of :func:`rank_folder`,
+    for commands whose output is a file and a log (``safeedit-eval``, ``safeedit-table``). ``companions``: files
+    next to ``path`` (its resume log) copied into the same private folder, so they keep their place beside it."""
     import atexit
     import shutil
     import tempfile
@@ -111,8 +112,8 @@ def rank_file(path):
         return path
     private = Path(tempfile.mkdtemp(prefix=f"helpers-rank{rank()}-"))
     atexit.register(shutil.rmtree, private, True)
-    mirror = private / path.name
-    if path.is_file():
-        shutil.copy2(path, mirror)
+    for source in (path, *map(Path, companions)):
+        if source.is_file():
+            shutil.copy2(source, private / source.name)
     barrier()
-    return mirror
+    return private / path.name

@@ -46,12 +46,12 @@ def table_log_path(out) -> Path:
 
 
 def _table_run_settings(settings: dict, general_instances: int, records: Sequence[dict]) -> dict:
-    """What decides a table's rows (the run hash of its log): its settings without the hardware string (a rerun
-    on another machine resumes) and the method options (they are part of each row's key), plus the records'
-    content."""
+    """What decides a table's rows (the run hash of its log): its settings without the hardware string and the
+    number of processes (a rerun on another machine or under another launch resumes) and the method options (they
+    are part of each row's key), plus the records' content."""
     from ..common.io import settings_hash
 
-    return {**{k: v for k, v in settings.items() if k not in ("hardware", "method_options")},
+    return {**{k: v for k, v in settings.items() if k not in ("hardware", "method_options", "world_size")},
             "general_instances": general_instances, "records_sha": settings_hash(list(records))}
 
 
@@ -352,8 +352,12 @@ def _check_table_args(args, methods: list[str]):
 
 
 def main_safeedit_table(args) -> int:
+    from ..common.distributed import world_size
+
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not args.no_isolate and len(methods) > 1:
+    # under torchrun / accelerate launch the launched processes are the workers: a child process per method
+    # would start a second process group, so every method runs in them (as with --no-isolate)
+    if not args.no_isolate and len(methods) > 1 and world_size() == 1:
         _check_table_args(args, methods)  # refuse bad input here, not in the first child
         import subprocess
         import sys
@@ -375,6 +379,11 @@ def main_safeedit_table(args) -> int:
 def _write_markdown(out) -> int:
     import json
 
+    from ..common.distributed import is_main_process
+
+    if not is_main_process():  # rank 0 alone writes and prints (the other ranks' --out is a private copy)
+        return 0
+
     from ..common.io import atomic_write_text
 
     table = json.loads(Path(out).read_text())
@@ -389,19 +398,24 @@ def _write_markdown(out) -> int:
 
 
 def _run_table(args, methods) -> int:
+    from ..common.distributed import rank_file, world_size
     from ..common.models import load_model
 
     set_seed(args.seed)
     records, train_records, judge, second_judge, general, method_options = _check_table_args(args, methods)
+    out = args.out
+    if world_size() > 1:  # every rank runs every method (trained baselines train their shard, gradients synced);
+        out = rank_file(args.out, table_log_path(args.out))  # rank 0 writes --out and its log, the others a copy
     model, tokenizer = load_model(args.model)
-    table = run_main_table(model, tokenizer, records, judge, train_records=train_records, methods=methods,
-                           method_options=method_options, general=general, max_new_tokens=args.max_new_tokens,
-                           max_input_tokens=args.max_input_tokens, batch_size=args.batch_size,
-                           out=args.out, resume=not args.no_resume, also_judge=second_judge,
-                           allow_judge_overlap=args.allow_judge_overlap,
-                           settings={"data": args.data, "split": args.split, "train_data": args.train_data,
-                                     "seed": args.seed,
-                                     "method_options": method_options, "train_limit": args.train_limit,
-                                     "general_limit": args.general_limit,
-                                     "model": args.model or "smollm2-135m-instruct", "general": args.general})
+    run_main_table(model, tokenizer, records, judge, train_records=train_records, methods=methods,
+                   method_options=method_options, general=general, max_new_tokens=args.max_new_tokens,
+                   max_input_tokens=args.max_input_tokens, batch_size=args.batch_size,
+                   out=out, resume=not args.no_resume, also_judge=second_judge,
+                   allow_judge_overlap=args.allow_judge_overlap,
+                   settings={"data": args.data, "split": args.split, "train_data": args.train_data,
+                             "seed": args.seed,
+                             "method_options": method_options, "train_limit": args.train_limit,
+                             "general_limit": args.general_limit,
+                             "model": args.model or "smollm2-135m-instruct", "general": args.general,
+                             "world_size": world_size()})
     return _write_markdown(args.out)
