@@ -1,6 +1,8 @@
 """float32 vs bfloat16 on this machine, for the three kinds of work the course does, in one run.
 
-    python benchmarks/bench_dtype.py [--prompts 8] [--max-new-tokens 64] [--steps 3] [--repeats 2]
+    python benchmarks/bench_dtype.py [--prompts 8] [--max-new-tokens 64] [--steps 3] [--repeats 2] [--probe-only]
+
+First a matmul probe (float32 vs bfloat16 GFLOP/s, a few seconds), then:
 
 * **generation**: batched greedy decoding of GSM8K prompts, tokens/s, with float32 weights and with bfloat16
   weights (the model loaded with ``dtype=torch.bfloat16``);
@@ -74,6 +76,21 @@ def training_step(model, tokenizer, steps, repeats, autocast):
     return steps / seconds, first
 
 
+def matmul_probe(repeats: int = 20) -> tuple[float, float]:
+    """GFLOP/s of one decoder-sized matmul (1024×576 @ 576×1536) in float32 and in bfloat16: a few seconds, and
+    the quickest way to see whether this CPU has native bf16 (on AVX2 alone bf16 is emulated and far slower)."""
+    a, b = torch.randn(1024, 576), torch.randn(576, 1536)
+    rates = []
+    for dtype in (torch.float32, torch.bfloat16):
+        x, y = a.to(dtype), b.to(dtype)
+        x @ y
+        start = time.perf_counter()
+        for _ in range(repeats):
+            x @ y
+        rates.append(2 * 1024 * 576 * 1536 * repeats / (time.perf_counter() - start) / 1e9)
+    return rates[0], rates[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=8)
@@ -81,9 +98,15 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=64, help="SST-2 test sentences for label scoring")
     parser.add_argument("--steps", type=int, default=3, help="fine-tuning steps per timing")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--probe-only", action="store_true",
+                        help="only the matmul probe (seconds; the full run takes very long where bf16 is emulated)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_bf16_support() or 'no'}")
+    fp32, bf16 = matmul_probe()
+    print(f"matmul 1024×576 @ 576×1536: float32 {fp32:.1f} GFLOP/s, bfloat16 {bf16:.1f} GFLOP/s, ratio {bf16 / fp32:.2f}x")
+    if args.probe_only:
+        return
     prompts = [r["question"] for r in load_gsm8k("test", limit=args.prompts)]
     task = make_task("sst2")
     records = task.load("test")[:args.items]

@@ -17,10 +17,10 @@ from helpers.llm2llm.round import verify_new_examples
 
 def _lr_curve(schedule: str) -> list[float]:
     import torch
+    from tiny_models import tiny_causal_lm
 
     from helpers.common.models import load_tokenizer
     from helpers.common.training import finetune
-    from tiny_models import tiny_causal_lm
 
     tokenizer = load_tokenizer(None)
     torch.manual_seed(0)

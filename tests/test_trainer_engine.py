@@ -119,20 +119,26 @@ def test_torchrun_two_processes_synchronise_gradients_and_shard_the_batches(tmp_
     assert ranks[0]["head"] == pytest.approx(single["head"], abs=1e-5)
 
 
+def one_and_two_processes(args, one_out, two_out, port, one_extra=()):
+    """``python -m helpers ARGS`` and ``torchrun --nproc_per_node 2 -m helpers ARGS`` (gloo, one thread each), in
+    float32: equal to one process within rounding (under bf16 autocast each rank's shard rounds differently)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
+    one = subprocess.run([sys.executable, "-m", "helpers", *args, *one_extra, "--out", str(one_out)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(port), "-m", "helpers", *args, "--out", str(two_out)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    return one, two
+
+
 def test_torchrun_llm2llm_writes_one_run_folder_equal_to_one_process(tmp_path, shared_data):
     """``torchrun --nproc_per_node 2 -m helpers llm2llm``: rank 0 alone writes --out and prints the table; the
     run equals a one-process run with the same seed (same seeds, new examples, test answers)."""
     args = ["llm2llm", "--dataset", "trec", "--seed-size", "8", "--iterations", "1", "--test-size", "8",
             "--epochs", "1", "--batch-size", "4", "--train-layers", "1", "--no-progress"]
-    # float32: equal to one process within rounding (under bf16 autocast each rank's shard rounds differently)
-    env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
-    one = subprocess.run([sys.executable, "-m", "helpers", *args, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29519", "-m", "helpers", *args, "--out", str(tmp_path / "two")], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    one, two = one_and_two_processes(args, tmp_path / "one", tmp_path / "two", 29519)
     assert two.stdout.count("written:") == 1  # one report, from rank 0
     a, b = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
     assert a["config"]["world_size"] == 1 and b["config"]["world_size"] == 2
@@ -163,14 +169,7 @@ def test_torchrun_safeedit_eval_sft_writes_one_result_equal_to_one_process(tmp_p
             "--option", "epochs=1", "--option", "batch_size=2", "--option", "max_prompt_tokens=48",
             "--option", "max_response_tokens=16", "--max-new-tokens", "4", "--max-input-tokens", "64",
             "--judge", "keyword", "--second-judge", "none"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
-    one = subprocess.run([sys.executable, "-m", "helpers", *args, "--out", str(tmp_path / "one.json")], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29521", "-m", "helpers", *args, "--out", str(tmp_path / "two.json")], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    one, two = one_and_two_processes(args, tmp_path / "one.json", tmp_path / "two.json", 29521)
     assert two.stdout.count("wrote ") == 1                                   # one report, from rank 0
     a, b = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert a["settings"]["world_size"] == 1 and b["settings"]["world_size"] == 2
@@ -189,14 +188,8 @@ def test_torchrun_safeedit_table_writes_one_table_equal_to_one_process(tmp_path)
     args = ["safeedit-table", "--data", "sample", "--limit", "1", "--methods", "vanilla,self-reminder",
             "--train-data", "three", "--max-new-tokens", "3", "--max-input-tokens", "48", "--judge", "keyword",
             "--second-judge", "none"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
-    one = subprocess.run([sys.executable, "-m", "helpers", *args, "--no-isolate", "--out", str(tmp_path / "one.json")],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29523", "-m", "helpers", *args, "--out", str(tmp_path / "two.json")], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    one, two = one_and_two_processes(args, tmp_path / "one.json", tmp_path / "two.json", 29523,
+                                     one_extra=["--no-isolate"])
     assert two.stdout.count("wrote ") == 1 and "(own process)" not in two.stdout
     a, b = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert a["settings"]["world_size"] == 1 and b["settings"]["world_size"] == 2

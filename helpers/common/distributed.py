@@ -71,28 +71,41 @@ def broadcast_from_main(obj):
     return box[0]
 
 
-def rank_folder(out_dir):
-    """Where this rank writes a run folder: ``out_dir`` itself on rank 0; on the other ranks a private copy of
-    it (what a resumed run has so far) in a temporary folder, removed at exit. Every rank then runs the same
-    code on the same files, only rank 0's land in ``out_dir``, and no two processes write the same file. Rank 0
-    waits until the copies are made before it writes anything."""
+def _rank_copy(target, copy):
+    """``target`` on rank 0; on the other ranks ``copy(private)`` fills a private temporary folder (removed at
+    exit) and its ``target.name`` is returned. Rank 0 waits until every copy is made before it writes anything."""
     import atexit
     import shutil
     import tempfile
     from pathlib import Path
 
-    out_dir = Path(out_dir)
+    target = Path(target)
     init_process_group()
     if is_main_process():
         barrier()
-        return out_dir
+        return target
     private = Path(tempfile.mkdtemp(prefix=f"helpers-rank{rank()}-"))
     atexit.register(shutil.rmtree, private, True)
-    mirror = private / out_dir.name
-    if out_dir.is_dir():
-        shutil.copytree(out_dir, mirror, ignore=shutil.ignore_patterns(".served"))
+    copy(private)
     barrier()
-    return mirror
+    return private / target.name
+
+
+def rank_folder(out_dir):
+    """Where this rank writes a run folder: ``out_dir`` itself on rank 0; on the other ranks a private copy of
+    it (what a resumed run has so far) in a temporary folder, removed at exit. Every rank then runs the same
+    code on the same files, only rank 0's land in ``out_dir``, and no two processes write the same file. Rank 0
+    waits until the copies are made before it writes anything."""
+    import shutil
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+
+    def copy(private):
+        if out_dir.is_dir():
+            shutil.copytree(out_dir, private / out_dir.name, ignore=shutil.ignore_patterns(".served"))
+
+    return _rank_copy(out_dir, copy)
 
 
 def rank_file(path, *companions):
@@ -100,20 +113,12 @@ def rank_file(path, *companions):
     resumed run has so far) in a temporary folder, removed at exit — the one-file version of :func:`rank_folder`,
     for commands whose output is a file and a log (``safeedit-eval``, ``safeedit-table``). ``companions``: files
     next to ``path`` (its resume log) copied into the same private folder, so they keep their place beside it."""
-    import atexit
     import shutil
-    import tempfile
     from pathlib import Path
 
-    path = Path(path)
-    init_process_group()
-    if is_main_process():
-        barrier()
-        return path
-    private = Path(tempfile.mkdtemp(prefix=f"helpers-rank{rank()}-"))
-    atexit.register(shutil.rmtree, private, True)
-    for source in (path, *map(Path, companions)):
-        if source.is_file():
-            shutil.copy2(source, private / source.name)
-    barrier()
-    return private / path.name
+    def copy(private):
+        for source in map(Path, (path, *companions)):
+            if source.is_file():
+                shutil.copy2(source, private / source.name)
+
+    return _rank_copy(path, copy)
