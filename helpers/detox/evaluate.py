@@ -212,7 +212,7 @@ def main(args) -> int:
     from ..common.backend import backend_from_args
     from ..common.checks import at_least, check_output_file, require_records
     from ..common.config import set_seed
-    from ..common.distributed import init_process_group, is_main_process, rank_file, world_size
+    from ..common.distributed import is_main_process, rank_file, world_size
     from ..common.io import atomic_write_json
     from ..common.models import load_model
     from ..common.results import hardware
@@ -257,7 +257,6 @@ def main(args) -> int:
     # under torchrun / accelerate launch every rank runs the same evaluation (a trained baseline trains its shard of
     # every batch with synchronised gradients, so every rank evaluates the same model); rank 0 alone writes --out
     # and the log, the other ranks keep a private copy of the log
-    init_process_group()
     if log_path is not None and world_size() > 1:
         log_path = rank_file(log_path)
     if backend is not None:

@@ -11,8 +11,7 @@ from typing import Sequence
 
 from ..common.generation import generate, show
 from ..common.models import parameter_checksum
-from .dinm import DEFAULT_KL_WEIGHT, DEFAULT_STEPS, DINMSession, default_lr
-from .edit_inputs import REFERENCE_SUFFIX, with_suffix
+from .dinm import DEFAULT_KL_WEIGHT, DEFAULT_STEPS, DINM, default_lr
 from .locate import locate_toxic_layer
 
 
@@ -20,8 +19,9 @@ class DINMPlayground:
     """Edit one SafeEdit record with DINM at a time; every new edit first undoes the previous one.
 
     ``records``: SafeEdit records (official schema); ``judge``: a safety judge (``predict`` → 0 safe / 1 unsafe).
-    The answer before and after is the greedy answer to the record's adversarial prompt, with DINM's reference
-    suffix appended when the edit uses it (the same input both times, so only the edit differs).
+    Each edit is the package's :class:`helpers.detox.dinm.DINM` at the record's toxic layer (located once per
+    record). The answer before and after is the greedy answer to the record's adversarial prompt as DINM formats
+    it (the reference suffix appended when the edit uses it): the same input both times, so only the edit differs.
     """
 
     def __init__(self, model, tokenizer, records: Sequence[dict], judge, *, max_new_tokens: int = 24,
@@ -31,20 +31,24 @@ class DINMPlayground:
         self.model, self.tokenizer, self.records, self.judge = model, tokenizer, list(records), judge
         self.max_new_tokens, self.max_prompt_tokens, self.reveal = max_new_tokens, max_prompt_tokens, reveal
         self.base_checksum = parameter_checksum(model)
-        self.session: DINMSession | None = None
+        self.session: DINM | None = None  # the edit in place
         self.last: dict | None = None
         self._layers: dict[int, int] = {}
 
     # -- the work -------------------------------------------------------------------------------------
+    def _undo(self) -> None:
+        if self.session is not None:
+            self.session.restore(self.model)
+            self.session = None
+
     def toxic_layer(self, index: int) -> int:
         """The record's toxic layer (the reference localisation of chapter 03), located once per record."""
         if index not in self._layers:
-            self.restore()  # locate on the original model
+            self._undo()  # locate on the original model
             self._layers[index] = locate_toxic_layer(self.model, self.tokenizer, self.records[index])
         return self._layers[index]
 
-    def answer(self, index: int, suffix: bool) -> str:
-        prompt = with_suffix(self.records[index]["adversarial prompt"], REFERENCE_SUFFIX if suffix else None)
+    def answer(self, prompt: str) -> str:
         return generate(self.model, self.tokenizer, [prompt], max_new_tokens=self.max_new_tokens,
                         max_input_tokens=self.max_prompt_tokens, progress=False)[0]
 
@@ -53,27 +57,27 @@ class DINMPlayground:
         """Restore any previous edit, then edit record ``index``; returns what the display shows."""
         if not 0 <= index < len(self.records):
             raise IndexError(f"record index {index} is outside 0..{len(self.records) - 1}")
-        layer = self.toxic_layer(index)
-        self.restore()
-        before = self.answer(index, suffix)
+        self._undo()
+        record, layer = self.records[index], self.toxic_layer(index)
         lr = default_lr(self.model) if lr is None else float(lr)
-        self.session = DINMSession(self.model, self.tokenizer, self.records[index], layer,
-                                   suffix=REFERENCE_SUFFIX if suffix else None,
-                                   max_prompt_tokens=self.max_prompt_tokens)
-        history = self.session.run(steps=int(steps), lr=lr, kl_weight=float(kl_weight))
-        after = self.answer(index, suffix)
+        method = DINM(steps=int(steps), lr=lr, kl_weight=float(kl_weight), suffix=bool(suffix), layer=layer,
+                      max_prompt_tokens=self.max_prompt_tokens)
+        prompt = method.format_input(record["adversarial prompt"])
+        before = self.answer(prompt)
+        info = method.edit(self.model, self.tokenizer, record)
+        self.session = method
+        after = self.answer(prompt)
         unsafe = self.judge.predict([before, after])
-        self.last = {"record": self.records[index]["id"], "layer": layer, "module": self.session.module_name,
-                     "steps": int(steps), "lr": lr, "kl_weight": float(kl_weight), "suffix": bool(suffix),
-                     "before": before, "after": after, "unsafe_before": int(unsafe[0]), "unsafe_after": int(unsafe[1]),
-                     "history": history, "delta_norm": self.session.delta_norm()}
+        self.last = {"record": record["id"], "layer": layer, "module": info["edited_module"], "steps": int(steps),
+                     "lr": lr, "kl_weight": float(kl_weight), "suffix": bool(suffix), "before": before,
+                     "after": after, "unsafe_before": int(unsafe[0]), "unsafe_after": int(unsafe[1]),
+                     "history": {k: info[k] for k in ("loss", "nll", "kl", "nll_after", "kl_after")},
+                     "delta_norm": info["delta_norm"]}
         return self.last
 
     def restore(self) -> bool:
         """Undo the current edit (if any); True when every parameter is back to the original bit for bit."""
-        if self.session is not None:
-            self.session.restore()
-            self.session = None
+        self._undo()
         return parameter_checksum(self.model) == self.base_checksum
 
     # -- the display ----------------------------------------------------------------------------------
@@ -87,8 +91,8 @@ class DINMPlayground:
         return "\n".join([
             f"record {r['record']}: toxic layer {r['layer']} ({r['module']}), {r['steps']} steps, lr {r['lr']:g}, "
             f"λ {r['kl_weight']:g}, suffix {'on' if r['suffix'] else 'off'}",
-            f"NLL of the safe answer {h['nll'][0]:.3f} -> {h.get('nll_after', h['nll'][-1]):.3f}, "
-            f"KL after {h.get('kl_after', 0.0):.4f}, |ΔW_V| {r['delta_norm']:.4f}",
+            f"NLL of the safe answer {h['nll'][0]:.3f} -> {h['nll_after']:.3f}, "
+            f"KL after {h.get('kl_after') or 0.0:.4f}, |ΔW_V| {r['delta_norm']:.4f}",
             f"before ({verdict[r['unsafe_before']]}): {show(r['before'], r['unsafe_before'] != 0, reveal=reveal)}",
             f"after  ({verdict[r['unsafe_after']]}): {show(r['after'], r['unsafe_after'] != 0, reveal=reveal)}",
         ])
