@@ -24,6 +24,14 @@ course's default precision (``dtype="auto"``: bf16 autocast with float32 W_V on 
 prints its time, the ratio float32 / auto and how far its per-step losses are from float32's; the memory
 probe then covers that path too.
 
+With ``--reference`` (default on) every layer also runs the reference implementation's per-step work
+(EasyEdit's ``dinm_main.py``: a whole-model forward of the edit sequence with logits at every position and
+a whole-model forward of the constraint under ``no_grad``, in float32), written with the course's engines —
+not EasyEdit itself, which adds its own overheads (it re-tokenises every step) — and prints the fraction of
+its CPU time the course's default path takes. With ``--bf16-weights`` (default on where the default
+precision is not float32) the fast path also runs on the model loaded in bf16, editing a float32 master
+copy of W_V: its time, its losses against float32's and (memory probe) its peak.
+
 Before timing, each path runs a one-step edit (warm-up: first calls allocate).
 """
 from __future__ import annotations
@@ -75,7 +83,7 @@ def dtype_env(value: str | None):
             os.environ["HELPERS_DTYPE"] = old
 
 
-def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, limits):
+def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, limits, kl_grad=True):
     """One full edit (setup + steps), then restore; returns ``(wall seconds, history)``.
 
     ``history`` has the per-step losses, ``setup_seconds`` and ``cpu_seconds`` (CPU time of the process over
@@ -89,7 +97,7 @@ def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, lim
     t0, c0 = time.perf_counter(), time.process_time()
     session = DINMSession(model, tokenizer, record, layer, fast=fast, **limits)
     setup = time.perf_counter() - t0
-    history = session.run(steps=steps, lr=lr, kl_weight=kl_weight, final=False)
+    history = session.run(steps=steps, lr=lr, kl_weight=kl_weight, kl_grad=kl_grad, final=False)
     sync()
     seconds = time.perf_counter() - t0
     history["cpu_seconds"] = time.process_time() - c0
@@ -98,7 +106,7 @@ def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, lim
     return seconds, history
 
 
-def _load(args):
+def _load(args, dtype=None):
     import torch
 
     from helpers.common.models import load_model
@@ -106,7 +114,7 @@ def _load(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=torch.float32)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=dtype or torch.float32)
     record = load_safeedit(args.data)[args.record]
     return model, tokenizer, record
 
@@ -122,7 +130,7 @@ def probe_memory(args) -> dict:
 
     from helpers.detox.dinm import default_lr
 
-    model, tokenizer, record = _load(args)
+    model, tokenizer, record = _load(args, torch.bfloat16 if args.probe_memory == "fast-bf16w" else None)
     with torch.no_grad():
         model(input_ids=torch.tensor([[1, 2, 3, 4]]), use_cache=False)
     rss_before = _status_kb("VmRSS")
@@ -130,9 +138,10 @@ def probe_memory(args) -> dict:
         return {"error": "no /proc/self/clear_refs or VmRSS here (Linux only)"}
     layer = args.layer_list[0]
     lr = args.lr if args.lr is not None else default_lr(model)
-    with dtype_env(None if args.probe_memory == "fast-auto" else "float32"):
-        run_edit(model, tokenizer, record, layer, fast=args.probe_memory != "full", steps=args.steps, lr=lr,
-                 kl_weight=args.kl_weight, limits=_limits(args))
+    with dtype_env(None if args.probe_memory in ("fast-auto", "fast-bf16w") else "float32"):
+        run_edit(model, tokenizer, record, layer, fast=args.probe_memory not in ("full", "reference"),
+                 steps=args.steps, lr=lr, kl_weight=args.kl_weight, limits=_limits(args),
+                 kl_grad=args.probe_memory != "reference")
     peak = _status_kb("VmHWM")
     return {"rss_before_mib": rss_before / 1024, "peak_mib": peak / 1024, "peak_extra_mib": (peak - rss_before) / 1024}
 
@@ -159,7 +168,13 @@ def main(argv=None) -> int:
                         help="also time the fast path in the default precision (bf16 autocast on a bf16 CPU)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="write the numbers as JSON here")
-    parser.add_argument("--probe-memory", choices=["fast", "full", "fast-auto"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the reference's per-step work (full forward, KL without gradient, float32)")
+    parser.add_argument("--bf16-weights", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the fast path on the model loaded in bf16 (float32 master W_V), where the "
+                             "default precision is not float32")
+    parser.add_argument("--probe-memory", choices=["fast", "full", "fast-auto", "reference", "fast-bf16w"],
+                        default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.layer_list = [int(x) for x in args.layers.split(",")] if args.layers else None
 
@@ -245,9 +260,55 @@ def main(argv=None) -> int:
                       f"losses vs float32: max rel. diff {row['auto_loss_max_rel_diff']:.1e}", flush=True)
         print(f"fast loss ({auto}):", " ".join(f"{x:.4f}" for x in per_layer[0]["fast_auto"]["loss"]))
 
+    if args.reference:
+        # what the reference implementation (EasyEdit's dinm_main.py) computes per step, written with the
+        # course's engines: a whole-model forward of the edit sequence with logits at every position, a
+        # whole-model forward of the constraint under no_grad (its KL carries no gradient there), float32
+        with dtype_env("float32"):
+            for row in per_layer:
+                items = [run_edit(model, tokenizer, record, row["layer"], fast=False, kl_grad=False, **kw)
+                         for _ in range(args.repeats)]
+                row["reference"] = {"seconds": min(x for x, _ in items),
+                                    "cpu_seconds": min(h["cpu_seconds"] for _, h in items),
+                                    "loss": items[0][1]["loss"]}
+                best = min(row[k]["cpu_seconds"] for k in ("fast", "fast_auto") if k in row)
+                row["fraction_of_reference_cpu"] = best / row["reference"]["cpu_seconds"]
+                print(f"layer {row['layer']:>3}: reference-style step (full forward, no-grad KL, float32) "
+                      f"{row['reference']['seconds']:6.2f} s ({row['reference']['cpu_seconds']:6.2f} s CPU) | the "
+                      f"course's default fast path takes {row['fraction_of_reference_cpu']:.2f}x its CPU time",
+                      flush=True)
+
+    if args.bf16_weights and do_precision:
+        del model
+        bmodel, tokenizer, record = _load(args, torch.bfloat16)
+        with dtype_env(None):
+            run_edit(bmodel, tokenizer, record, layers[0], fast=True, **{**kw, "steps": 1})  # warm-up
+            for row in per_layer:
+                items = [run_edit(bmodel, tokenizer, record, row["layer"], fast=True, **kw)
+                         for _ in range(args.repeats)]
+                history = items[0][1]
+                a, b = history["loss"], row["fast"]["loss"]
+                row["fast_bf16w"] = {"precision": "bfloat16 weights, float32 W_V", "seconds": min(x for x, _ in items),
+                                     "cpu_seconds": min(h["cpu_seconds"] for _, h in items),
+                                     "step_seconds": history["step_seconds"], "loss": a}
+                row["bf16w_loss_max_rel_diff"] = max(abs(x - y) / max(abs(y), 1e-8) for x, y in zip(a, b))
+                line = (f"layer {row['layer']:>3}: fast, bf16 weights + float32 W_V {row['fast_bf16w']['seconds']:6.2f} s "
+                        f"({row['fast_bf16w']['cpu_seconds']:6.2f} s CPU) | vs fast float32 "
+                        f"{row['fast']['cpu_seconds'] / row['fast_bf16w']['cpu_seconds']:.2f}x CPU | losses vs "
+                        f"float32: max rel. diff {row['bf16w_loss_max_rel_diff']:.1e}")
+                if "reference" in row:
+                    row["bf16w_fraction_of_reference_cpu"] = (row["fast_bf16w"]["cpu_seconds"]
+                                                              / row["reference"]["cpu_seconds"])
+                    line += f" | {row['bf16w_fraction_of_reference_cpu']:.2f}x the reference-style CPU time"
+                print(line, flush=True)
+        print("fast loss (bf16 weights):", " ".join(f"{x:.4f}" for x in per_layer[0]["fast_bf16w"]["loss"]))
+        model = bmodel
+
     memory = {}
     if args.memory and args.device == "cpu":
-        for name in ("fast", "full") + (("fast-auto",) if do_precision else ()):
+        names = ("fast", "full") + (("reference",) if args.reference else ()) + (
+            ("fast-auto",) + (("fast-bf16w",) if args.bf16_weights else ()) if do_precision else ())
+        for name in names:
             cmd = [sys.executable, __file__, "--probe-memory", name, "--layers", str(layers[0])]
             for flag in ("model", "data", "record", "steps", "lr", "kl_weight", "max_prompt_tokens",
                          "max_target_tokens", "max_kc_tokens", "threads"):

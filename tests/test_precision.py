@@ -149,3 +149,64 @@ def test_trainer_engine_runs_under_the_same_autocast_as_the_loop(monkeypatch):
     assert losses["auto", "trainer"] == pytest.approx(losses["auto", "loop"], abs=1e-5)
     assert losses["float32", "trainer"] == pytest.approx(losses["float32", "loop"], abs=1e-5)
     assert losses["auto", "loop"] != losses["float32", "loop"]
+
+
+def test_dinm_on_a_bf16_model_trains_a_float32_master_and_restores_exactly(embedded, monkeypatch):
+    """A model held in bf16 (a GPU, or HELPERS_DTYPE=bfloat16): DINM trains a float32 master copy of W_V
+    under autocast and writes it back rounded once. The losses stay within 5 % of the float32 edit's (bf16
+    weights everywhere else), the edit survives the rounding (W_V changed, by about as much as in float32),
+    the model keeps only bf16 weights, and restore gives back every bf16 weight bit for bit."""
+    from helpers.detox.dinm import DINMSession
+
+    _, tokenizer = embedded
+    monkeypatch.setenv("HELPERS_DTYPE", "float32")
+    torch.manual_seed(0)
+    model = tiny_model("llama")
+    reference = DINMSession(model, tokenizer, RECORD, 2, **SHORT)
+    fp32 = reference.run(steps=4, lr=1e-2, kl_weight=1.0)
+    fp32_delta = reference.delta_norm()
+    reference.restore()
+
+    model = model.to(torch.bfloat16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    session = DINMSession(model, tokenizer, RECORD, 2, **SHORT)
+    assert session.precision == "bfloat16 weights, float32 W_V"
+    history = session.run(steps=4, lr=1e-2, kl_weight=1.0)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert session.param is model.model.layers[2].mlp.down_proj.weight  # the module holds W_V again
+    assert 0.5 < session.delta_norm() / fp32_delta < 2.0
+    assert history["loss"] != fp32["loss"]
+    assert max(abs(x - y) / abs(x) for x, y in zip(fp32["nll"], history["nll"])) < 0.05
+    assert history["nll_after"] < history["nll"][0]
+    session.restore()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_dinm_casts_the_frozen_weights_once_with_the_same_losses(embedded, monkeypatch):
+    """Under CPU bf16 autocast the frozen weights above the edit are cast to bf16 once per run instead of in
+    every call: the per-step losses equal autocast's own casting (same rounding), the model holds its own
+    float32 weight objects again afterwards, and with float32 nothing is cast at all."""
+    from helpers.detox.dinm import DINMSession
+
+    _, tokenizer = embedded
+    native(monkeypatch, "amx")
+    monkeypatch.setenv("HELPERS_DTYPE", "auto")
+    torch.manual_seed(0)
+    model = tiny_model("llama")
+    weights = [p for p in model.parameters()]
+    runs = {}
+    for cast_once in (True, False):
+        session = DINMSession(model, tokenizer, RECORD, 1, cast_once=cast_once, **SHORT)
+        assert session.cast_once == cast_once
+        seen = []
+        hook = model.model.layers[2].mlp.up_proj.register_forward_pre_hook(
+            lambda m, a: seen.append(m.weight.dtype))
+        runs[cast_once] = session.run(steps=3, lr=1e-2, kl_weight=1.0)
+        hook.remove()
+        assert set(seen) == {torch.bfloat16 if cast_once else torch.float32}
+        session.restore()
+    assert all(a is b for a, b in zip(model.parameters(), weights)) and all(p.dtype == torch.float32 for p in weights)
+    for key in ("loss", "nll", "kl"):
+        assert runs[True][key] == pytest.approx(runs[False][key], rel=1e-5)
+    monkeypatch.setenv("HELPERS_DTYPE", "float32")
+    assert not DINMSession(model, tokenizer, RECORD, 1, **SHORT).cast_once

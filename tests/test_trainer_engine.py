@@ -152,6 +152,27 @@ def test_torchrun_llm2llm_writes_one_run_folder_equal_to_one_process(tmp_path, s
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
+def test_torchrun_safeedit_eval_dinm_shards_the_records_and_equals_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m helpers safeedit-eval --method dinm``: rank 0 edits records 0 and 2, rank 1
+    records 1 and 3 (each instance names its rank), the ranks exchange results, rank 0 alone writes --out and the
+    log (all four records), and replies, layers, losses and scores equal a one-process run's."""
+    args = ["safeedit-eval", "--data", "sample", "--limit", "4", "--method", "dinm", "--option", "steps=2",
+            "--option", "max_prompt_tokens=64", "--option", "max_target_tokens=16", "--option", "max_kc_tokens=16",
+            "--max-new-tokens", "4", "--max-input-tokens", "64", "--judge", "keyword", "--second-judge", "none"]
+    one, two = one_and_two_processes(args, tmp_path / "one.json", tmp_path / "two.json", 29523)
+    assert two.stdout.count("wrote ") == 1
+    a, b = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert b["settings"]["world_size"] == 2 and b["settings"]["sharded"] and not a["settings"]["sharded"]
+    assert [i.get("rank") for i in b["instances"]] == [0, 1, 0, 1] and "rank" not in a["instances"][0]
+    for key in ("id", "responses", "labels", "toxic_layer"):
+        assert [i[key] for i in a["instances"]] == [i[key] for i in b["instances"]], key
+    for x, y in zip(a["instances"], b["instances"]):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5)
+    assert a["aggregate"] == b["aggregate"]
+    logged = [json.loads(line) for line in (tmp_path / "two.log.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in logged if "id" in r) == sorted(str(i["id"]) for i in b["instances"])
+
+
 def test_batch_size_must_split_over_the_processes(tmp_path, monkeypatch):
     from helpers.llm2llm import run_llm2llm
 

@@ -71,6 +71,18 @@ def broadcast_from_main(obj):
     return box[0]
 
 
+def all_gather(obj) -> list:
+    """Every rank's ``obj`` (any picklable object), in rank order, on every rank (``[obj]`` in one process)."""
+    if world_size() == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    init_process_group()
+    box = [None] * world_size()
+    dist.all_gather_object(box, obj)
+    return box
+
+
 def _rank_copy(target, copy):
     """``target`` on rank 0; on the other ranks ``copy(private)`` fills a private temporary folder (removed at
     exit) and its ``target.name`` is returned. Rank 0 waits until every copy is made before it writes anything."""

@@ -37,6 +37,14 @@ comes out of the same cached pass, once. ``fast=False`` is the straightforward i
 forward pass with logits at every position for both inputs, every step. ``benchmarks/bench_dinm.py``
 compares the two.
 
+**Precision and memory.** Each step runs one backward per loss term, right after that term's forward (the
+same gradient as that of ``NLL + λ·KL``, with only one sequence's activations alive at a time). On a CPU
+with native bf16 (``dtype="auto"``) the products run under bf16 autocast with W_V and Adam's state in
+float32, and the frozen weights above the edit are cast to bf16 once per edit (:meth:`DINMSession.frozen_in_bf16`)
+rather than by autocast in every call. A model held in bf16/fp16 (a GPU, or ``HELPERS_DTYPE=bfloat16``) is
+edited through a float32 master copy of W_V, written back rounded once; that is the low-memory way to edit
+(half the model's weight memory), at the price of bf16 generations in the evaluation.
+
 ``python -m helpers safeedit-eval --method dinm`` evaluates DINM with the defaults below;
 ``python -m helpers dinm-sweep`` runs the hyper-parameter sweep of chapter 04.
 """
@@ -45,11 +53,11 @@ from __future__ import annotations
 import contextlib
 import time
 
-from ..common.models import compute_autocast, precision
+from ..common.models import compute_autocast, cpu_autocast_dtype, precision
 from ..safeedit.harness import Method
 from .edit_inputs import EditInputs, _suffix, build_edit_inputs, with_suffix
 from .fast_path import FullForward, UpperForward
-from .locate import locate_toxic_layer, wv_module, wv_module_name
+from .locate import decoder_layers, locate_toxic_layer, module_names, wv_module, wv_module_name
 
 #: Learning rate per model: the course's embedded model, then the reference hparams by ``config.model_type``
 #: (EasyEdit hparams/DINM: llama-7b 5e-4, mistral-7b 1e-5, gpt2-xl 5e-4). The embedded model's rate was chosen
@@ -90,12 +98,15 @@ class DINMSession:
 
     The original W_V is cloned at construction. ``fast`` picks :class:`UpperForward` or :class:`FullForward`.
     ``autocast``: ``None`` = the default precision (:func:`helpers.common.models.compute_autocast`: bf16
-    autocast on a CPU with native bf16, W_V and Adam's state in float32), ``False`` = float32 throughout.
+    autocast on a CPU with native bf16, W_V and Adam's state in float32), ``False`` = float32 throughout
+    (a model held in bf16/fp16 always trains a float32 master W_V under autocast in its own dtype).
+    ``cast_once``: under CPU bf16 autocast, cast the frozen weights to bf16 once per :meth:`run` (same losses).
     """
 
     def __init__(self, model, tokenizer, record: dict, layer: int, *, fast: bool = True, suffix: str | None = None,
                  use_kl: bool = True, max_prompt_tokens: int = 1024, max_target_tokens: int = 256,
-                 max_kc_tokens: int = 256, source: str = "<records>", autocast: bool | None = None):
+                 max_kc_tokens: int = 256, source: str = "<records>", autocast: bool | None = None,
+                 cast_once: bool = True):
         import torch
 
         self.model, self.layer, self.fast, self.use_kl = model, layer, fast, use_kl
@@ -104,18 +115,26 @@ class DINMSession:
         self.inputs = build_edit_inputs(tokenizer, record, suffix=suffix, max_prompt_tokens=max_prompt_tokens,
                                         max_target_tokens=max_target_tokens, max_kc_tokens=max_kc_tokens,
                                         with_kc=use_kl, source=source)
-        if self.param.dtype in (torch.float16, torch.bfloat16):
-            import warnings
-
-            warnings.warn(f"DINM edits {self.module_name} in {self.param.dtype}: Adam steps this small are mostly "
-                          "rounded away in half precision; load the model with dtype=torch.float32", stacklevel=2)
+        # a model held in bf16/fp16 (a GPU, or HELPERS_DTYPE=bfloat16 on a CPU): Adam steps this small would
+        # mostly be rounded away in half precision, so the edit trains a float32 master copy of W_V under
+        # autocast and writes it back, rounded once, when :meth:`run` ends (``master``)
+        self.master = self.param.dtype in (torch.float16, torch.bfloat16)
         self.original = self.param.detach().clone()
         device = self.param.device
-        # bf16 products on a CPU with native bf16 (float32 W_V and Adam state), plain float32 elsewhere or with
-        # HELPERS_DTYPE=float32; the reference distribution and every step use the same precision
-        # (``autocast=False``: float32 whatever the default, e.g. to compare with a float32 loop by hand)
-        self.mixed = (lambda: compute_autocast(device)) if autocast is not False else contextlib.nullcontext
-        self.precision = precision(str(device)) if autocast is not False else "float32"
+        if self.master:
+            half = self.param.dtype
+            self.mixed = lambda: torch.autocast(device.type, dtype=half)
+            self.precision = f"{str(half).replace('torch.', '')} weights, float32 W_V"
+        else:
+            # bf16 products on a CPU with native bf16 (float32 W_V and Adam state), plain float32 elsewhere or
+            # with HELPERS_DTYPE=float32; the reference distribution and every step use the same precision
+            # (``autocast=False``: float32 whatever the default, e.g. to compare with a float32 loop by hand)
+            self.mixed = (lambda: compute_autocast(device)) if autocast is not False else contextlib.nullcontext
+            self.precision = precision(str(device)) if autocast is not False else "float32"
+        # under CPU bf16 autocast the frozen weights of the steps are cast to bf16 once per run (see
+        # :meth:`frozen_in_bf16`) instead of by autocast in every call
+        self.cast_once = (cast_once and not self.master and autocast is not False and device.type == "cpu"
+                          and cpu_autocast_dtype() is not None)
         with self.mixed():
             self._build_engines(model, device)
 
@@ -165,21 +184,64 @@ class DINMSession:
 
     @contextlib.contextmanager
     def trainable(self):
-        """Inside: W_V of the layer is the only parameter that requires grad, the model is in eval mode."""
+        """Inside: W_V of the layer is the only parameter that requires grad, the model is in eval mode.
+
+        Yields the tensor the optimiser updates: W_V itself, or (a half-precision model) a float32 master
+        copy that takes W_V's place in the module and is written back, rounded to the model's dtype, on exit.
+        """
+        import torch
+
         params = list(self.model.parameters())
         flags = [p.requires_grad for p in params]
         was_training = self.model.training
+        module = wv_module(self.model, self.layer)
         self.model.eval()
         try:
             for p in params:
                 p.requires_grad_(False)
-            self.param.requires_grad_(True)
-            yield self.param
+            if self.master:
+                trained = torch.nn.Parameter(self.param.detach().float())
+                module.weight = trained
+            else:
+                trained = self.param
+                trained.requires_grad_(True)
+            yield trained
         finally:
+            if self.master:
+                with torch.no_grad():
+                    self.param.copy_(module.weight.detach())
+                module.weight = self.param
             for p, flag in zip(params, flags):
                 p.requires_grad_(flag)
             self.param.grad = None
             self.model.train(was_training)
+
+    @contextlib.contextmanager
+    def frozen_in_bf16(self):
+        """Under CPU bf16 autocast (``cast_once``): inside, the frozen ``nn.Linear`` weights a step multiplies by
+        (every one from the edited layer up except W_V, and the LM head) are bf16 copies, made once.
+
+        Autocast would cast each of them from float32 at every call — for both sequences' forwards, every step.
+        The copies round exactly as autocast does, so the losses are the same; the float32 weights are not
+        touched and are put back on exit."""
+        import torch
+
+        if not self.cast_once:
+            yield
+            return
+        wv = wv_module(self.model, self.layer)
+        modules = [m for block in decoder_layers(self.model)[self.layer:] for m in block.modules()]
+        modules.append(self.model.get_submodule(module_names(self.model)["lm_head"]))
+        swapped = []
+        try:
+            for m in modules:
+                if isinstance(m, torch.nn.Linear) and m is not wv and m.weight.dtype == torch.float32:
+                    swapped.append((m, m.weight))
+                    m.weight = torch.nn.Parameter(m.weight.detach().to(torch.bfloat16), requires_grad=False)
+            yield
+        finally:
+            for m, weight in swapped:
+                m.weight = weight
 
     def run(self, *, steps: int = DEFAULT_STEPS, lr: float = 5e-4, kl_weight: float = DEFAULT_KL_WEIGHT,
             kl_grad: bool = True, weight_decay: float = 0.0, stop_loss: float = 1e-4, final: bool = True) -> dict:
@@ -191,29 +253,36 @@ class DINMSession:
             raise ValueError("steps must be >= 0")
         use_kl = self.use_kl and kl_weight > 0
         history = {"loss": [], "nll": [], "kl": [], "step_seconds": []}
-        with self.trainable() as param:
-            optimizer = torch.optim.Adam([param], lr=lr, weight_decay=weight_decay)
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                optimizer.zero_grad(set_to_none=True)
-                with self.mixed():
+        with self.frozen_in_bf16():
+            with self.trainable() as param:
+                optimizer = torch.optim.Adam([param], lr=lr, weight_decay=weight_decay)
+                for _ in range(steps):
+                    t0 = time.perf_counter()
+                    optimizer.zero_grad(set_to_none=True)
+                    # one backward per term, each right after its forward: the gradient is the same as that of
+                    # nll + λ·kl, but only one sequence's activations are alive at a time (a lower peak memory)
                     nll = self.nll()
-                    kl = self.kl(grad=kl_grad) if use_kl else torch.zeros((), device=nll.device)
-                    loss = nll + kl_weight * kl
-                history["loss"].append(float(loss.item()))
-                history["nll"].append(float(nll.item()))
-                history["kl"].append(float(kl.item()))
-                if loss.item() < stop_loss:
+                    if nll.requires_grad:
+                        nll.backward()
+                    kl = torch.zeros((), device=nll.device)
+                    if use_kl:
+                        kl = self.kl(grad=kl_grad)
+                        if kl.requires_grad:
+                            (kl_weight * kl).backward()
+                    loss = float(nll.item()) + kl_weight * float(kl.item())
+                    history["loss"].append(loss)
+                    history["nll"].append(float(nll.item()))
+                    history["kl"].append(float(kl.item()))
+                    if loss < stop_loss:
+                        history["step_seconds"].append(time.perf_counter() - t0)
+                        break
+                    optimizer.step()
                     history["step_seconds"].append(time.perf_counter() - t0)
-                    break
-                loss.backward()
-                optimizer.step()
-                history["step_seconds"].append(time.perf_counter() - t0)
-        if final:
-            with torch.no_grad(), self.mixed():
-                history["nll_after"] = float(self.nll().item())
-                if self.use_kl:
-                    history["kl_after"] = float(self.kl(grad=False).item())
+            if final:
+                with torch.no_grad(), self.mixed():
+                    history["nll_after"] = float(self.nll().item())
+                    if self.use_kl:
+                        history["kl_after"] = float(self.kl(grad=False).item())
         return history
 
     def delta_norm(self) -> float:
@@ -270,6 +339,8 @@ class DINM(Method):
         self.weight_decay, self.stop_loss = weight_decay, stop_loss
         self._session: DINMSession | None = None
         self._first_layer: int | None = None
+        # reusing the first record's layer makes every edit depend on record 0: one process does them in order
+        self.shardable = locate == "per_instance" or layer is not None
 
     def options(self) -> dict:
         """The settings, for results files."""

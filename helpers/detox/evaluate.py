@@ -254,9 +254,10 @@ def main(args) -> int:
         train_records = require_records(load_safeedit(train_source, split="train"), train_source,
                                         "training records (--train-data)")
     judge, second_judge = judges_from_args(args, records, source=str(which))
-    # under torchrun / accelerate launch every rank runs the same evaluation (a trained baseline trains its shard of
-    # every batch with synchronised gradients, so every rank evaluates the same model); rank 0 alone writes --out
-    # and the log, the other ranks keep a private copy of the log
+    # under torchrun / accelerate launch a trained baseline trains its shard of every batch with synchronised
+    # gradients (every rank holds the same model); the harness then gives each rank its share of the records (an
+    # editor) or of the inputs (a global method) and the ranks exchange results; rank 0 alone writes --out and
+    # the log, the other ranks keep a private copy of the log
     if log_path is not None and world_size() > 1:
         log_path = rank_file(log_path)
     if backend is not None:
@@ -274,7 +275,8 @@ def main(args) -> int:
                            "general": args.general, "general_limit": args.general_limit,
                            "general_instances": args.general_instances, "method_options": options,
                            "dtype": "the server's" if backend is not None else str(next(model.parameters()).dtype),
-                           "hardware": hardware(), "seed": args.seed, "world_size": world_size()}
+                           "hardware": hardware(), "seed": args.seed, "world_size": world_size(),
+                           "sharded": world_size() > 1 and method.shardable}
     if backend is not None:
         results["settings"]["backend"] = {"base_url": backend.base_url, "concurrency": backend.concurrency}
     if train_records is not None:  # what the trained baseline's training did (loss per update, engine, ranks)

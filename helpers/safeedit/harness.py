@@ -31,6 +31,9 @@ class Method:
     #: a method that works by prompting (Self-Reminder) also wraps the general-performance prompts (KQA, Csum,
     #: over-refusal) with :meth:`format_input`; methods that change weights are measured on plain prompts
     wraps_general_prompts = False
+    #: under a multi-process launch the harness gives each rank its share of the records (per-instance) or of
+    #: the inputs (global); a method whose edits depend on earlier records (DINM with ``locate="first"``) says no
+    shardable = True
 
     def prepare(self, model, tokenizer, train_records: Sequence[dict] | None = None):
         """Global methods train here and return the model to evaluate (may be a new object)."""
@@ -168,6 +171,7 @@ def evaluate_safeedit(
     source: str = "<records>",
     also_judge=None,
     allow_judge_overlap: bool = False,
+    shard: bool = True,
 ) -> dict:
     """Evaluate ``method`` on SafeEdit ``records`` with ``judge``; see the module docstring.
 
@@ -187,6 +191,11 @@ def evaluate_safeedit(
     evaluated records (:func:`helpers.safeedit.judge_data.check_judge_overlap`) is refused unless ``allow_judge_overlap``.
     ``general`` callbacks that take ``extra_prompts`` get the records' ``knowledge constrain`` prompts (the
     over-refusal metric asks them too).
+    ``shard``: under ``torchrun``/``accelerate launch`` (and a ``shardable`` method) rank r edits records r,
+    r + W, r + 2W, … (a global method: generates that share of the inputs); after each round of W records the
+    ranks exchange their results, so every rank returns the same full result (each instance names its
+    ``rank``) and every rank's log holds every record. Without a launcher, or ``shard=False``, one process does
+    everything.
     Returns ``{"method", "judge", "judge_info", "aggregate", "by_judge", "judges_info", "instances",
     "timings"}``; ``aggregate`` has DS, the four DG scores, DG_avg (by the main judge), fluency (the
     reference's: n-gram entropy over all five responses of a record, averaged over records) and whatever
@@ -217,56 +226,78 @@ def evaluate_safeedit(
     instances = [{"id": r["id"], "responses": {}, "labels": {}} for r in records]
     general_results: list[dict] = []
     start = time.perf_counter()
+    from ..common.distributed import all_gather, broadcast_from_main, rank, world_size
+
+    ranks, me = (world_size(), rank()) if shard and method.shardable else (1, 0)
     if not method.per_instance:
         flat = [(i, key, text) for i, inp in enumerate(inputs) for key, text in inp.items()]
         unique = list(dict.fromkeys(text for _, _, text in flat))
-        replies = generate_bucketed(model, tokenizer, [method.format_input(t) for t in unique],
-                                    max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
-                                    max_input_tokens=max_input_tokens, pad_budget=pad_budget,
-                                    desc=f"{method.name}: generating")
-        reply_of = dict(zip(unique, replies))
+        mine = unique[me::ranks]
+        replies = generate_bucketed(model, tokenizer, [method.format_input(t) for t in mine],
+                                    max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                    progress=progress and me == 0, max_input_tokens=max_input_tokens,
+                                    pad_budget=pad_budget, desc=f"{method.name}: generating") if mine else []
+        reply_of = {}
+        for r, (texts, got) in enumerate(all_gather((mine, replies)) if ranks > 1 else [(mine, replies)]):
+            reply_of.update(zip(texts, got))
         for i, key, text in flat:
             instances[i]["responses"][key] = reply_of[text]
-        if general is not None:
-            general_results.append(_call_general(general, model, tokenizer, records, method))
+        if general is not None:  # one process measures the general performance, the others receive it
+            result = _call_general(general, model, tokenizer, records, method) if me == 0 else None
+            general_results.append(broadcast_from_main(result) if ranks > 1 else result)
     else:
         log = _instance_log(log_path, model, method, max_new_tokens, max_input_tokens, general_instances)
         logged = {} if log is None else _logged_instances(log, model, method, records, max_new_tokens,
                                                           max_input_tokens, general_instances)
-        for i, (record, inp) in enumerate(tqdm(list(zip(records, inputs)), desc=f"{method.name}: editing",
-                                               disable=not progress)):
+        general_of: dict[int, dict] = {}
+
+        def one(i: int):
+            """Record ``i`` edited, answered and restored: ``(instance fields, general or None, fresh)``."""
+            record, inp = records[i], inputs[i]
             row = logged.get(str(record["id"]))
             if row is not None and (row.get("general") is not None or general is None or i >= general_instances):
-                instances[i].update(row["instance"])
-                method.resumed(row["instance"])
-                if general is not None and i < general_instances:
-                    general_results.append(row["general"])
-                continue
+                return row["instance"], row.get("general") if i < general_instances else None, False
             before = parameter_checksum(model) if check_restore else None
             t0 = time.perf_counter()
             info = method.edit(model, tokenizer, record) or {}
             edit_seconds = time.perf_counter() - t0
+            result = None
             try:
                 keys = list(inp)
                 replies = generate_bucketed(model, tokenizer, [method.format_input(inp[k]) for k in keys],
                                             max_new_tokens=max_new_tokens, batch_size=batch_size,
                                             max_input_tokens=max_input_tokens, pad_budget=pad_budget)
                 if general is not None and i < general_instances:
-                    general_results.append(_call_general(general, model, tokenizer, [record], method))
+                    result = _call_general(general, model, tokenizer, [record], method)
             finally:
                 method.restore(model)
             if check_restore and parameter_checksum(model) != before:
                 raise RuntimeError(f"{method.name}: the model was not restored exactly after record id {record['id']}")
-            instances[i]["responses"] = dict(zip(keys, replies))
-            instances[i].update(info)
-            instances[i]["edit_seconds"] = edit_seconds
-            if log is not None:
-                log.append({"id": str(record["id"]),
-                            "instance": {k: v for k, v in instances[i].items() if k != "labels"},
-                            "general": general_results[-1] if general is not None and i < general_instances
-                            else None},
-                           key=_instance_log_key(model, method, record, max_new_tokens, max_input_tokens,
-                                                 general_instances))
+            fields = {"responses": dict(zip(keys, replies)), **info, "edit_seconds": edit_seconds}
+            if ranks > 1:
+                fields["rank"] = me
+            return fields, result, True
+
+        for start in tqdm(range(0, len(records), ranks), desc=f"{method.name}: editing",
+                          disable=not progress or me != 0, unit="record" if ranks == 1 else f"{ranks} records"):
+            i = start + me
+            mine = one(i) if i < len(records) else None
+            for r, got in enumerate(all_gather(mine) if ranks > 1 else [mine]):
+                if got is None:
+                    continue
+                j, (fields, result, fresh) = start + r, got
+                instances[j].update(fields)
+                if result is not None:
+                    general_of[j] = result
+                if not fresh:
+                    method.resumed(fields)
+                elif log is not None:
+                    log.append({"id": str(records[j]["id"]),
+                                "instance": {k: v for k, v in instances[j].items() if k != "labels"},
+                                "general": result},
+                               key=_instance_log_key(model, method, records[j], max_new_tokens, max_input_tokens,
+                                                     general_instances))
+        general_results = [general_of[j] for j in sorted(general_of)]
     timings["generation_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
