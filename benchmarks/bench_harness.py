@@ -13,7 +13,10 @@ generation, which dominates) and print records/min:
 * **batched across records** — the global-method path of ``evaluate_safeedit``: all records' inputs sorted
   by length and bucketed, at most ``--batch-size`` per batch, so decoding steps are shared by more inputs.
 
-``--per-input`` adds the simplest loop, one input at a time (batch size 1); ``--full-batches`` adds the
+``--dtype`` (default on) repeats the batched run with the model loaded in bfloat16 and prints the ratio against
+float32 weights, how many replies are equal and how many keyword labels, with what the CPU supports (native
+bf16 from its flags: AMX / AVX512-BF16; without it bf16 is emulated and slow, so the row is skipped unless
+``--dtype-anyway``). ``--per-input`` adds the simplest loop, one input at a time (batch size 1); ``--full-batches`` adds the
 batched run without bucketing; ``--cap N`` adds a batched run with inputs capped
 at N tokens (a different setting: the model sees less of each prompt, so it is printed separately).
 """
@@ -58,10 +61,13 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=0, help="also run batched with inputs capped at N tokens")
     parser.add_argument("--per-input", action="store_true",
                         help="also run the simplest loop: one input at a time (batch size 1)")
+    parser.add_argument("--dtype", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the batched harness with bf16 weights (on a CPU with native bf16)")
+    parser.add_argument("--dtype-anyway", action="store_true", help="the bf16 row even without native bf16")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_model()
+    model, tokenizer = load_model(dtype=torch.float32)
     records = load_safeedit(args.data, limit=args.records)
     n = len(records)
     common = dict(max_new_tokens=args.max_new_tokens, max_input_tokens=args.max_input_tokens)
@@ -90,6 +96,20 @@ def main() -> None:
     if args.full_batches:
         full_s, _ = run(model, tokenizer, records, per_record=False, batch_size=args.batch_size, pad_budget=None, **common)
         line("batched across records, no buckets", full_s)
+    if args.dtype:
+        from helpers.common.models import cpu_bf16_support
+
+        native = cpu_bf16_support()
+        if native or args.dtype_anyway or device.type != "cpu":
+            bf16_model, _ = load_model(dtype=torch.bfloat16)
+            run(bf16_model, tokenizer, records[:1], per_record=False, max_new_tokens=2, max_input_tokens=64)
+            bf16_s, bf16 = run(bf16_model, tokenizer, records, per_record=False, batch_size=args.batch_size, **common)
+            labels = sum(x["labels"][k] == y["labels"][k] for x, y in zip(batched, bf16) for k in x["labels"])
+            line(f"batched, bf16 weights (native bf16: {native or 'no'})", bf16_s,
+                 f"  {batched_s / bf16_s:.2f}x float32 weights; same replies: {same_replies(batched, bf16)}, "
+                 f"same keyword labels: {labels}/{sum(len(x['labels']) for x in batched)}")
+        else:
+            print("dtype axis skipped: this CPU has no native bf16 (bf16 would be emulated; --dtype-anyway runs it)")
     if args.cap:
         capped_s, _ = run(model, tokenizer, records, per_record=False, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens, max_input_tokens=args.cap)
