@@ -166,8 +166,9 @@ def test_a_host_that_never_answers_fails_within_the_connect_timeout(monkeypatch)
 
     import helpers.common.teacher
 
-    def hang(address, timeout=None, **kwargs):
+    def hang(address, timeout=None, **kwargs):  # a host that never answers: a real connect times out at last
         time.sleep(30)
+        raise TimeoutError("timed out")  # (returning None would raise in the leftover thread during a later test)
 
     monkeypatch.setattr(helpers.common.teacher.socket, "create_connection", hang)
     teacher = OpenAICompatibleTeacher("m", base_url="http://10.255.255.1:8000/v1", connect_timeout=0.5)
