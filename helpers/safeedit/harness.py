@@ -228,7 +228,12 @@ def evaluate_safeedit(
     start = time.perf_counter()
     from ..common.distributed import all_gather, broadcast_from_main, rank, world_size
 
+    # the ranks that split the work (1 when not sharded: then every process does everything alone)
     ranks, me = (world_size(), rank()) if shard and method.shardable else (1, 0)
+
+    def exchange(obj) -> list:
+        return all_gather(obj) if ranks > 1 else [obj]
+
     if not method.per_instance:
         flat = [(i, key, text) for i, inp in enumerate(inputs) for key, text in inp.items()]
         unique = list(dict.fromkeys(text for _, _, text in flat))
@@ -238,7 +243,7 @@ def evaluate_safeedit(
                                     progress=progress and me == 0, max_input_tokens=max_input_tokens,
                                     pad_budget=pad_budget, desc=f"{method.name}: generating") if mine else []
         reply_of = {}
-        for r, (texts, got) in enumerate(all_gather((mine, replies)) if ranks > 1 else [(mine, replies)]):
+        for texts, got in exchange((mine, replies)):
             reply_of.update(zip(texts, got))
         for i, key, text in flat:
             instances[i]["responses"][key] = reply_of[text]
@@ -282,7 +287,7 @@ def evaluate_safeedit(
                           disable=not progress or me != 0, unit="record" if ranks == 1 else f"{ranks} records"):
             i = start + me
             mine = one(i) if i < len(records) else None
-            for r, got in enumerate(all_gather(mine) if ranks > 1 else [mine]):
+            for r, got in enumerate(exchange(mine)):
                 if got is None:
                     continue
                 j, (fields, result, fresh) = start + r, got
