@@ -30,7 +30,9 @@ a whole-model forward of the constraint under ``no_grad``, in float32), written 
 not EasyEdit itself, which adds its own overheads (it re-tokenises every step) — and prints the fraction of
 its CPU time the course's default path takes. With ``--bf16-weights`` (default on where the default
 precision is not float32) the fast path also runs on the model loaded in bf16, editing a float32 master
-copy of W_V: its time, its losses against float32's and (memory probe) its peak.
+copy of W_V: its time, its losses against float32's and (memory probe) its peak. With ``--pack`` (default on)
+the default path also runs with both sequences packed into one row (``DINMSession(pack=True)``: one forward
+and one backward per step instead of two): its time against the default's, its losses and its peak.
 
 Before timing, each path runs a one-step edit (warm-up: first calls allocate).
 """
@@ -83,7 +85,7 @@ def dtype_env(value: str | None):
             os.environ["HELPERS_DTYPE"] = old
 
 
-def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, limits, kl_grad=True):
+def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, limits, kl_grad=True, pack=False):
     """One full edit (setup + steps), then restore; returns ``(wall seconds, history)``.
 
     ``history`` has the per-step losses, ``setup_seconds`` and ``cpu_seconds`` (CPU time of the process over
@@ -95,7 +97,7 @@ def run_edit(model, tokenizer, record, layer, *, fast, steps, lr, kl_weight, lim
     sync = torch.cuda.synchronize if next(model.parameters()).is_cuda else (lambda: None)
     sync()
     t0, c0 = time.perf_counter(), time.process_time()
-    session = DINMSession(model, tokenizer, record, layer, fast=fast, **limits)
+    session = DINMSession(model, tokenizer, record, layer, fast=fast, pack=pack, **limits)
     setup = time.perf_counter() - t0
     history = session.run(steps=steps, lr=lr, kl_weight=kl_weight, kl_grad=kl_grad, final=False)
     sync()
@@ -138,10 +140,10 @@ def probe_memory(args) -> dict:
         return {"error": "no /proc/self/clear_refs or VmRSS here (Linux only)"}
     layer = args.layer_list[0]
     lr = args.lr if args.lr is not None else default_lr(model)
-    with dtype_env(None if args.probe_memory in ("fast-auto", "fast-bf16w") else "float32"):
+    with dtype_env(None if args.probe_memory in ("fast-auto", "fast-bf16w", "fast-packed") else "float32"):
         run_edit(model, tokenizer, record, layer, fast=args.probe_memory not in ("full", "reference"),
                  steps=args.steps, lr=lr, kl_weight=args.kl_weight, limits=_limits(args),
-                 kl_grad=args.probe_memory != "reference")
+                 kl_grad=args.probe_memory != "reference", pack=args.probe_memory == "fast-packed")
     peak = _status_kb("VmHWM")
     return {"rss_before_mib": rss_before / 1024, "peak_mib": peak / 1024, "peak_extra_mib": (peak - rss_before) / 1024}
 
@@ -173,7 +175,10 @@ def main(argv=None) -> int:
     parser.add_argument("--bf16-weights", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the fast path on the model loaded in bf16 (float32 master W_V), where the "
                              "default precision is not float32")
-    parser.add_argument("--probe-memory", choices=["fast", "full", "fast-auto", "reference", "fast-bf16w"],
+    parser.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the default path with both sequences packed into one forward/backward")
+    parser.add_argument("--probe-memory", choices=["fast", "full", "fast-auto", "reference", "fast-bf16w",
+                                                   "fast-packed"],
                         default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.layer_list = [int(x) for x in args.layers.split(",")] if args.layers else None
@@ -278,6 +283,28 @@ def main(argv=None) -> int:
                       f"course's default fast path takes {row['fraction_of_reference_cpu']:.2f}x its CPU time",
                       flush=True)
 
+    if args.pack:
+        # DINMSession(pack=True): the edit and constraint sequences in one row (block-diagonal mask), one forward
+        # and one backward per step, in the default precision; against the default (one sequence after the other)
+        with dtype_env(None):
+            run_edit(model, tokenizer, record, layers[0], fast=True, pack=True, **{**kw, "steps": 1})  # warm-up
+            for row in per_layer:
+                base = row.get("fast_auto", row["fast"])
+                items = [run_edit(model, tokenizer, record, row["layer"], fast=True, pack=True, **kw)
+                         for _ in range(args.repeats)]
+                history = items[0][1]
+                row["fast_packed"] = {"precision": auto, "seconds": min(x for x, _ in items),
+                                      "cpu_seconds": min(h["cpu_seconds"] for _, h in items),
+                                      "step_seconds": history["step_seconds"], "loss": history["loss"]}
+                row["packed_loss_max_rel_diff"] = max(abs(x - y) / max(abs(y), 1e-8)
+                                                      for x, y in zip(history["loss"], base["loss"]))
+                row["speedup_packed_cpu"] = base["cpu_seconds"] / row["fast_packed"]["cpu_seconds"]
+                print(f"layer {row['layer']:>3}: fast {auto}, both sequences packed in one forward "
+                      f"{row['fast_packed']['seconds']:6.2f} s ({row['fast_packed']['cpu_seconds']:6.2f} s CPU) | "
+                      f"one after the other {base['cpu_seconds']:6.2f} s CPU | ratio "
+                      f"{row['speedup_packed_cpu']:.2f}x CPU | losses: max rel. diff "
+                      f"{row['packed_loss_max_rel_diff']:.1e}", flush=True)
+
     if args.bf16_weights and do_precision:
         del model
         bmodel, tokenizer, record = _load(args, torch.bfloat16)
@@ -307,7 +334,8 @@ def main(argv=None) -> int:
     memory = {}
     if args.memory and args.device == "cpu":
         names = ("fast", "full") + (("reference",) if args.reference else ()) + (
-            ("fast-auto",) + (("fast-bf16w",) if args.bf16_weights else ()) if do_precision else ())
+            ("fast-auto",) + (("fast-bf16w",) if args.bf16_weights else ()) if do_precision else ()) + (
+            ("fast-packed",) if args.pack else ())
         for name in names:
             cmd = [sys.executable, __file__, "--probe-memory", name, "--layers", str(layers[0])]
             for flag in ("model", "data", "record", "steps", "lr", "kl_weight", "max_prompt_tokens",

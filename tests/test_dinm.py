@@ -237,3 +237,41 @@ def test_sweep_resumes_from_its_runlog_and_keys_rows_by_settings(tmp_path, monke
     run_sweep(Model(), None, records, "probe", configs[:1], log_path=log, progress=False, vanilla=False)
     run_sweep(Model(), None, records[:1], "keyword", configs[:1], log_path=log, progress=False, vanilla=False)
     assert len(calls) == 7 and calls[-2][2] == "probe"
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_packed_sequences_give_the_same_losses_and_restore(embedded, fast):
+    model, tokenizer = embedded
+    before = parameter_checksum(model)
+    histories = {}
+    for pack in (False, True):
+        session = DINMSession(model, tokenizer, RECORD, 15, fast=fast, pack=pack, autocast=False, **SHORT)
+        try:
+            histories[pack] = session.run(steps=3, lr=1e-3, kl_weight=1.0)
+        finally:
+            session.restore()
+        assert session.pack == pack
+    for key in ("loss", "nll", "nll_after"):
+        assert histories[True][key] == pytest.approx(histories[False][key], rel=1e-4, abs=1e-6)
+    assert histories[True]["kl"] == pytest.approx(histories[False]["kl"], rel=1e-3, abs=1e-6)
+    assert histories[True]["kl"][-1] > 0 and histories[True]["loss"][-1] < histories[True]["loss"][0]
+    assert parameter_checksum(model) == before
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "gemma2", "qwen2"])
+def test_packed_row_equals_each_sequence_alone_other_architectures(kind):
+    model = tiny_model(kind, vocab_size=500)
+    from helpers.detox.edit_inputs import EditInputs
+
+    inputs = EditInputs(prompt_ids=list(range(3, 15)), target_ids=[20, 21, 22, 23],
+                        kc_prompt_ids=list(range(40, 47)), kc_answer_ids=[60, 61, 62])
+    ids, kwargs, positions, n_edit = inputs.packed(model.config._attn_implementation)
+    alone = [FullForward(model, *EditInputs.sequence(inputs.prompt_ids, inputs.target_ids)),
+             FullForward(model, *EditInputs.sequence(inputs.kc_prompt_ids, inputs.kc_answer_ids))]
+    with torch.no_grad():
+        separate = torch.cat([engine.logits() for engine in alone])
+        packed_fast = UpperForward(model, ids, 2, positions, **kwargs).reference_logits
+        packed_full = FullForward(model, ids, positions, **kwargs).logits()
+    assert n_edit == 4 and packed_full.shape == separate.shape == (7, 500)
+    assert torch.allclose(packed_full, separate, atol=1e-5)
+    assert torch.allclose(packed_fast, separate, atol=1e-5)

@@ -101,15 +101,19 @@ class DINMSession:
     autocast on a CPU with native bf16, W_V and Adam's state in float32), ``False`` = float32 throughout
     (a model held in bf16/fp16 always trains a float32 master W_V under autocast in its own dtype).
     ``cast_once``: under CPU bf16 autocast, cast the frozen weights to bf16 once per :meth:`run` (same losses).
+    ``pack``: run the edit and constraint sequences as one packed row (one forward and one backward per step,
+    block-diagonal mask; same losses) instead of one after the other (the default: each backward right after its
+    forward, so only one sequence's activations are alive — less memory; see ``benchmarks/bench_dinm.py --pack``).
     """
 
     def __init__(self, model, tokenizer, record: dict, layer: int, *, fast: bool = True, suffix: str | None = None,
                  use_kl: bool = True, max_prompt_tokens: int = 1024, max_target_tokens: int = 256,
                  max_kc_tokens: int = 256, source: str = "<records>", autocast: bool | None = None,
-                 cast_once: bool = True):
+                 cast_once: bool = True, pack: bool = False):
         import torch
 
         self.model, self.layer, self.fast, self.use_kl = model, layer, fast, use_kl
+        self.pack = pack and use_kl  # without the constraint there is only one sequence
         self.module_name = wv_module_name(model, layer)
         self.param = wv_module(model, layer).weight
         self.inputs = build_edit_inputs(tokenizer, record, suffix=suffix, max_prompt_tokens=max_prompt_tokens,
@@ -143,8 +147,23 @@ class DINMSession:
         import torch
 
         fast, layer, use_kl = self.fast, self.layer, self.use_kl
-        ids, positions = EditInputs.sequence(self.inputs.prompt_ids, self.inputs.target_ids)
         self.targets = torch.tensor(self.inputs.target_ids, device=device)
+        if self.pack:
+            attn = getattr(model.config, "_attn_implementation", None) or "eager"
+            ids, kwargs, positions, self.n_edit = self.inputs.packed(attn)
+            ids, positions = ids.to(device), positions.to(device)
+            kwargs = {k: v.to(device) for k, v in kwargs.items()}
+            if fast:
+                self.edit_engine = UpperForward(model, ids, layer, positions, **kwargs)
+                reference = self.edit_engine.reference_logits[self.n_edit:]
+            else:
+                self.edit_engine = FullForward(model, ids, positions, **kwargs)
+                with torch.no_grad():
+                    reference = self.edit_engine.logits()[self.n_edit:]
+            self.ref_logp = torch.log_softmax(reference, dim=-1)
+            self.ref_p = self.ref_logp.exp()
+            return
+        ids, positions = EditInputs.sequence(self.inputs.prompt_ids, self.inputs.target_ids)
         ids, positions = ids.to(device), positions.to(device)
         self.edit_engine = UpperForward(model, ids, layer, positions) if fast else FullForward(model, ids, positions)
         self.ref_logp = None
@@ -162,10 +181,28 @@ class DINMSession:
             self.ref_p = self.ref_logp.exp()
 
     # --- loss terms --------------------------------------------------------------------------------
+    def _kl_from(self, logits):
+        import torch
+
+        logp = torch.log_softmax(logits, dim=-1)
+        return (self.ref_p * (self.ref_logp - logp)).sum(-1).mean()
+
+    def packed_terms(self, kl_grad: bool = True):
+        """``(nll, kl)`` from one forward pass of the packed row (``pack=True``); ``kl_grad=False`` detaches the
+        constraint's logits, so the KL carries no gradient (as in the reference implementation)."""
+        import torch.nn.functional as F
+
+        with self.mixed():
+            logits = self.edit_engine.logits()
+            edit, kc = logits[:self.n_edit], logits[self.n_edit:]
+            return F.cross_entropy(edit, self.targets), self._kl_from(kc if kl_grad else kc.detach())
+
     def nll(self):
         """Mean negative log-likelihood of the safe generation given the adversarial input."""
         import torch.nn.functional as F
 
+        if self.pack:
+            return self.packed_terms()[0]
         with self.mixed():
             return F.cross_entropy(self.edit_engine.logits(), self.targets)
 
@@ -178,9 +215,11 @@ class DINMSession:
 
         if not self.use_kl:
             raise RuntimeError("this session was built with use_kl=False")
-        with contextlib.nullcontext() if grad else torch.no_grad(), self.mixed():
-            logp = torch.log_softmax(self.kc_engine.logits(), dim=-1)
-            return (self.ref_p * (self.ref_logp - logp)).sum(-1).mean()
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            if self.pack:
+                return self.packed_terms()[1]
+            with self.mixed():
+                return self._kl_from(self.kc_engine.logits())
 
     @contextlib.contextmanager
     def trainable(self):
@@ -259,16 +298,23 @@ class DINMSession:
                 for _ in range(steps):
                     t0 = time.perf_counter()
                     optimizer.zero_grad(set_to_none=True)
-                    # one backward per term, each right after its forward: the gradient is the same as that of
-                    # nll + λ·kl, but only one sequence's activations are alive at a time (a lower peak memory)
-                    nll = self.nll()
-                    if nll.requires_grad:
-                        nll.backward()
-                    kl = torch.zeros((), device=nll.device)
-                    if use_kl:
-                        kl = self.kl(grad=kl_grad)
-                        if kl.requires_grad:
-                            (kl_weight * kl).backward()
+                    if self.pack:  # one forward of both sequences, one backward of nll + λ·kl
+                        nll, kl = self.packed_terms(kl_grad=kl_grad)
+                        total = nll + kl_weight * kl if use_kl else nll
+                        if total.requires_grad:
+                            total.backward()
+                        kl = kl.detach() if use_kl else torch.zeros((), device=nll.device)
+                    else:
+                        # one backward per term, each right after its forward: the gradient is the same as that
+                        # of nll + λ·kl, but only one sequence's activations are alive at a time (less memory)
+                        nll = self.nll()
+                        if nll.requires_grad:
+                            nll.backward()
+                        kl = torch.zeros((), device=nll.device)
+                        if use_kl:
+                            kl = self.kl(grad=kl_grad)
+                            if kl.requires_grad:
+                                (kl_weight * kl).backward()
                     loss = float(nll.item()) + kl_weight * float(kl.item())
                     history["loss"].append(loss)
                     history["nll"].append(float(nll.item()))
@@ -280,9 +326,13 @@ class DINMSession:
                     history["step_seconds"].append(time.perf_counter() - t0)
             if final:
                 with torch.no_grad(), self.mixed():
-                    history["nll_after"] = float(self.nll().item())
-                    if self.use_kl:
-                        history["kl_after"] = float(self.kl(grad=False).item())
+                    if self.pack:  # one forward gives both
+                        nll_after, kl_after = self.packed_terms()
+                        history["nll_after"], history["kl_after"] = float(nll_after.item()), float(kl_after.item())
+                    else:
+                        history["nll_after"] = float(self.nll().item())
+                        if self.use_kl:
+                            history["kl_after"] = float(self.kl(grad=False).item())
         return history
 
     def delta_norm(self) -> float:

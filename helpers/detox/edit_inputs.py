@@ -48,6 +48,30 @@ class EditInputs:
         positions = torch.arange(len(prompt) - 1, len(prompt) + len(answer) - 1)
         return ids, positions
 
+    def packed(self, attn_implementation: str = "sdpa"):
+        """Both sequences in one row, for one forward pass: ``(input_ids [1, L1+L2], model_kwargs, positions,
+        n_edit)``. ``model_kwargs`` holds ``position_ids`` that restart at 0 for the constraint and a
+        block-diagonal causal ``attention_mask`` [1, 1, L, L] (a token sees only earlier tokens of its own
+        sequence), so each position's logits equal those of its sequence run alone; ``positions[:n_edit]`` read
+        the edit answer, the rest the constraint answer. The mask is boolean for ``sdpa`` and additive for
+        ``eager`` (the two attention kernels that take a custom 4-D mask)."""
+        import torch
+
+        ids1, pos1 = self.sequence(self.prompt_ids, self.target_ids)
+        ids2, pos2 = self.sequence(self.kc_prompt_ids, self.kc_answer_ids)
+        n1, n2 = ids1.shape[1], ids2.shape[1]
+        ids = torch.cat([ids1, ids2], dim=1)
+        segment = torch.cat([torch.zeros(n1, dtype=torch.long), torch.ones(n2, dtype=torch.long)])
+        mask = torch.ones(n1 + n2, n1 + n2, dtype=torch.bool).tril() & (segment[:, None] == segment[None, :])
+        if attn_implementation == "eager":
+            mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+        elif attn_implementation != "sdpa":
+            raise ValueError(f"packing the two DINM sequences needs attn_implementation 'sdpa' or 'eager' (a custom "
+                             f"4-D mask), not {attn_implementation!r}")
+        kwargs = {"position_ids": torch.cat([torch.arange(n1), torch.arange(n2)])[None],
+                  "attention_mask": mask[None, None]}
+        return ids, kwargs, torch.cat([pos1, pos2 + n1]), len(pos1)
+
 
 def _text_field(record: dict, path: tuple[str, ...], source: str, purpose: str) -> str:
     from ..safeedit.data import SafeEditFormatError

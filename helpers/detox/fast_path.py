@@ -28,13 +28,16 @@ def _head(model, hidden, norm: bool = True):
 
 
 class FullForward:
-    """The straightforward way: a full forward pass, logits at every position, then the ones needed."""
+    """The straightforward way: a full forward pass, logits at every position, then the ones needed.
 
-    def __init__(self, model, input_ids, positions):
-        self.model, self.input_ids, self.positions = model, input_ids, positions
+    ``model_kwargs`` (e.g. ``position_ids`` and a 4-D ``attention_mask`` for packed sequences) go to every pass."""
+
+    def __init__(self, model, input_ids, positions, **model_kwargs):
+        self.model, self.input_ids, self.positions, self.model_kwargs = model, input_ids, positions, model_kwargs
 
     def logits(self):
-        return self.model(input_ids=self.input_ids, use_cache=False).logits[0, self.positions].float()
+        out = self.model(input_ids=self.input_ids, use_cache=False, **self.model_kwargs)
+        return out.logits[0, self.positions].float()
 
 
 def _call_layer(layer, hidden, args, kwargs):
@@ -49,10 +52,11 @@ class UpperForward:
     either the input of W_V plus the residual stream around it (architectures whose layer output is
     ``residual + W_V(a)``) or the input of ``layer``. :meth:`logits` then runs W_V (or the whole ``layer``),
     the layers above it, and the final norm and LM head only at ``positions``. The same pass yields the
-    original logits at ``positions`` (:attr:`reference_logits`).
+    original logits at ``positions`` (:attr:`reference_logits`). ``model_kwargs`` (packed sequences:
+    ``position_ids`` and a 4-D ``attention_mask``) go to that pass; the layers' recorded arguments carry them.
     """
 
-    def __init__(self, model, input_ids, layer: int, positions):
+    def __init__(self, model, input_ids, layer: int, positions, **model_kwargs):
         import torch
 
         self.model, self.layer, self.positions = model, layer, positions
@@ -76,7 +80,7 @@ class UpperForward:
         try:
             with torch.no_grad():
                 # the base model's output is already after the final norm: only the LM head is left
-                hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+                hidden = model.base_model(input_ids=input_ids, use_cache=False, **model_kwargs).last_hidden_state
                 self.reference_logits = _head(model, hidden[0, positions], norm=False)
         finally:
             for handle in handles:
