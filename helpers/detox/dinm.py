@@ -300,9 +300,7 @@ class DINMSession:
                     optimizer.zero_grad(set_to_none=True)
                     if self.pack:  # one forward of both sequences, one backward of nll + λ·kl
                         nll, kl = self.packed_terms(kl_grad=kl_grad)
-                        total = nll + kl_weight * kl if use_kl else nll
-                        if total.requires_grad:
-                            total.backward()
+                        (nll + kl_weight * kl if use_kl else nll).backward()
                         kl = kl.detach() if use_kl else torch.zeros((), device=nll.device)
                     else:
                         # one backward per term, each right after its forward: the gradient is the same as that
@@ -325,14 +323,11 @@ class DINMSession:
                     optimizer.step()
                     history["step_seconds"].append(time.perf_counter() - t0)
             if final:
-                with torch.no_grad(), self.mixed():
-                    if self.pack:  # one forward gives both
-                        nll_after, kl_after = self.packed_terms()
-                        history["nll_after"], history["kl_after"] = float(nll_after.item()), float(kl_after.item())
-                    else:
-                        history["nll_after"] = float(self.nll().item())
-                        if self.use_kl:
-                            history["kl_after"] = float(self.kl(grad=False).item())
+                with torch.no_grad(), self.mixed():  # packed: one forward gives both
+                    terms = self.packed_terms() if self.pack else (self.nll(), self.kl(False) if self.use_kl else None)
+                    history["nll_after"] = float(terms[0].item())
+                    if self.use_kl:
+                        history["kl_after"] = float(terms[1].item())
         return history
 
     def delta_norm(self) -> float:
