@@ -10,6 +10,7 @@ from test_locate import RECORD, one_thread, tiny_model  # noqa: F401  (one_threa
 from helpers.common import models
 from helpers.common.models import compute_autocast, cpu_autocast_dtype, precision
 from helpers.common.training import finetune
+from helpers.detox.locate import wv_module
 
 EXAMPLES = [{"prompt": f"What is {a} plus {b}?", "response": f"{a + b}"} for a, b in
             [(1, 2), (3, 4), (5, 6), (7, 8), (2, 2), (9, 1), (4, 4), (6, 3)]]
@@ -210,3 +211,28 @@ def test_dinm_casts_the_frozen_weights_once_with_the_same_losses(embedded, monke
         assert runs[True][key] == pytest.approx(runs[False][key], rel=1e-5)
     monkeypatch.setenv("HELPERS_DTYPE", "float32")
     assert not DINMSession(model, tokenizer, RECORD, 1, **SHORT).cast_once
+
+
+def _ft_l_run(tokenizer, monkeypatch, setting):
+    from helpers.detox.ft_l import FTLMethod
+
+    monkeypatch.setenv("HELPERS_DTYPE", setting)
+    native(monkeypatch, "amx")
+    torch.manual_seed(0)
+    model = tiny_model("llama")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    method = FTLMethod(layer=2, steps=4, lr=1e-2, norm_constraint=None, max_prompt_tokens=48, max_target_tokens=12)
+    info = method.edit(model, tokenizer, RECORD)
+    assert wv_module(model, 2).weight.dtype == torch.float32 and info["delta_norm"] > 0
+    method.restore(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # exact restore
+    return info
+
+
+def test_ft_l_under_bf16_autocast_stays_near_float32_and_restores_exactly(embedded, monkeypatch):
+    _, tokenizer = embedded
+    fp32, mixed = (_ft_l_run(tokenizer, monkeypatch, s) for s in ("float32", "auto"))
+    assert (fp32["precision"], mixed["precision"]) == ("float32", "bf16 autocast on amx")
+    assert fp32["loss"] != mixed["loss"]                                   # autocast is really on
+    assert max(abs(x - y) / abs(x) for x, y in zip(fp32["loss"], mixed["loss"])) < 0.02
+    assert mixed["loss_after"] < mixed["loss"][0]                          # the edit still lowers the loss

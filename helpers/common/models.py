@@ -215,7 +215,8 @@ def compute_autocast(device) -> "contextlib.AbstractContextManager":
     """The mixed-precision context for work on ``device`` (a device string, a ``torch.device`` or a model):
     bf16 autocast on a CPU with native bf16 (see :func:`cpu_autocast_dtype`), nothing elsewhere (a GPU
     model is already loaded in bf16/fp16 by :func:`pick_dtype`; training adds its own CUDA autocast).
-    Used by every loop that trains (fine-tuning, DINM, FT-L, MEND) and by label scoring."""
+    Used by the loops that train (fine-tuning, DINM, FT-L; not yet MEND, which stays float32) and by label
+    scoring."""
     import torch
 
     if hasattr(device, "parameters"):

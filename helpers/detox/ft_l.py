@@ -34,6 +34,7 @@ import contextlib
 import math
 import time
 
+from ..common.models import compute_autocast, precision
 from ..safeedit.harness import Method
 from .locate import num_layers, wv_module, wv_module_name
 
@@ -119,10 +120,18 @@ class FTLMethod(Method):
         else:
             ids, positions = torch.tensor([inputs.prompt_ids]), torch.tensor([len(inputs.prompt_ids) - 1])
         ids, positions = ids.to(device), positions.to(device)
-        engine = UpperForward(model, ids, layer, positions) if self.fast else FullForward(model, ids, positions)
+        mixed = lambda: compute_autocast(device)  # noqa: E731  (bf16 products on a CPU with native bf16)
+        with mixed():
+            engine = UpperForward(model, ids, layer, positions) if self.fast else FullForward(model, ids, positions)
         if self.objective == "target":
-            return lambda: F.cross_entropy(engine.logits(), targets)
-        return lambda: -torch.log_softmax(engine.logits()[0], dim=-1)[targets].mean()
+            def loss():
+                with mixed():
+                    return F.cross_entropy(engine.logits(), targets)
+        else:
+            def loss():
+                with mixed():
+                    return -torch.log_softmax(engine.logits()[0], dim=-1)[targets].mean()
+        return loss
 
     def edit(self, model, tokenizer, record: dict) -> dict:
         import torch
@@ -182,6 +191,7 @@ class FTLMethod(Method):
             "delta_max_abs": float(delta.abs().max().item()),
             "truncated": any(inputs.truncated.values()),
             "train_seconds": time.perf_counter() - t0,
+            "precision": precision(str(param.device)) if param.dtype == torch.float32 else str(param.dtype),
         }
 
     def restore(self, model) -> None:
