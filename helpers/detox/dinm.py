@@ -193,8 +193,7 @@ class DINMSession:
         import torch.nn.functional as F
 
         with self.mixed():
-            logits = self.edit_engine.logits()
-            edit, kc = logits[:self.n_edit], logits[self.n_edit:]
+            edit, kc = self.edit_engine.logits().split([self.n_edit, len(self.ref_p)])
             return F.cross_entropy(edit, self.targets), self._kl_from(kc if kl_grad else kc.detach())
 
     def nll(self):
