@@ -82,20 +82,29 @@ def test_finetuning_under_bf16_autocast_stays_near_float32(embedded, monkeypatch
     assert all(p.dtype == torch.float32 for p in mixed.parameters())
 
 
-def _dinm_losses(tokenizer, monkeypatch, setting):
-    from helpers.detox.dinm import DINMSession
-
+def _edited_and_restored(monkeypatch, setting, edit):
+    """A tiny llama under HELPERS_DTYPE=``setting`` on a (pretended) AMX CPU: ``edit(model)`` edits and restores
+    it; the weights must come back exactly. Returns what ``edit`` returns."""
     monkeypatch.setenv("HELPERS_DTYPE", setting)
     native(monkeypatch, "amx")
     torch.manual_seed(0)
     model = tiny_model("llama")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    session = DINMSession(model, tokenizer, RECORD, 2, **SHORT)
-    history = session.run(steps=4, lr=1e-2, kl_weight=1.0)
-    assert session.param.dtype == torch.float32 and session.delta_norm() > 0
-    session.restore()
+    result = edit(model)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # exact restore
-    return history, session.precision
+    return result
+
+
+def _dinm_losses(tokenizer, monkeypatch, setting):
+    from helpers.detox.dinm import DINMSession
+
+    def edit(model):
+        session = DINMSession(model, tokenizer, RECORD, 2, **SHORT)
+        history = session.run(steps=4, lr=1e-2, kl_weight=1.0)
+        assert session.param.dtype == torch.float32 and session.delta_norm() > 0
+        session.restore()
+        return history, session.precision
+    return _edited_and_restored(monkeypatch, setting, edit)
 
 
 def test_dinm_under_bf16_autocast_stays_near_float32_and_restores_exactly(embedded, monkeypatch):
@@ -216,17 +225,14 @@ def test_dinm_casts_the_frozen_weights_once_with_the_same_losses(embedded, monke
 def _ft_l_run(tokenizer, monkeypatch, setting):
     from helpers.detox.ft_l import FTLMethod
 
-    monkeypatch.setenv("HELPERS_DTYPE", setting)
-    native(monkeypatch, "amx")
-    torch.manual_seed(0)
-    model = tiny_model("llama")
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    method = FTLMethod(layer=2, steps=4, lr=1e-2, norm_constraint=None, max_prompt_tokens=48, max_target_tokens=12)
-    info = method.edit(model, tokenizer, RECORD)
-    assert wv_module(model, 2).weight.dtype == torch.float32 and info["delta_norm"] > 0
-    method.restore(model)
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # exact restore
-    return info
+    def edit(model):
+        method = FTLMethod(layer=2, steps=4, lr=1e-2, norm_constraint=None, max_prompt_tokens=48,
+                           max_target_tokens=12)
+        info = method.edit(model, tokenizer, RECORD)
+        assert wv_module(model, 2).weight.dtype == torch.float32 and info["delta_norm"] > 0
+        method.restore(model)
+        return info
+    return _edited_and_restored(monkeypatch, setting, edit)
 
 
 def test_ft_l_under_bf16_autocast_stays_near_float32_and_restores_exactly(embedded, monkeypatch):
