@@ -7,7 +7,7 @@ from test_locate import RECORD, one_thread, tiny_model  # noqa: F401  (one_threa
 
 from helpers.common.models import parameter_checksum
 from helpers.detox.dinm import DINM, DINMSession, default_lr
-from helpers.detox.edit_inputs import REFERENCE_SUFFIX, build_edit_inputs
+from helpers.detox.edit_inputs import REFERENCE_SUFFIX, EditInputs, build_edit_inputs
 from helpers.detox.fast_path import FullForward, UpperForward
 from helpers.detox.locate import wv_module, wv_module_name
 from helpers.safeedit.data import SafeEditFormatError
@@ -261,8 +261,6 @@ def test_packed_sequences_give_the_same_losses_and_restore(embedded, fast):
 @pytest.mark.parametrize("kind", ["gpt2", "gemma2", "qwen2"])
 def test_packed_row_equals_each_sequence_alone_other_architectures(kind):
     model = tiny_model(kind, vocab_size=500)
-    from helpers.detox.edit_inputs import EditInputs
-
     inputs = EditInputs(prompt_ids=list(range(3, 15)), target_ids=[20, 21, 22, 23],
                         kc_prompt_ids=list(range(40, 47)), kc_answer_ids=[60, 61, 62])
     ids, kwargs, positions, n_edit = inputs.packed(model.config._attn_implementation)

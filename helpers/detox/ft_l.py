@@ -120,17 +120,15 @@ class FTLMethod(Method):
         else:
             ids, positions = torch.tensor([inputs.prompt_ids]), torch.tensor([len(inputs.prompt_ids) - 1])
         ids, positions = ids.to(device), positions.to(device)
-        mixed = lambda: compute_autocast(device)  # noqa: E731  (bf16 products on a CPU with native bf16)
-        with mixed():
+        with compute_autocast(device):  # bf16 products on a CPU with native bf16, as DINM and fine-tuning
             engine = UpperForward(model, ids, layer, positions) if self.fast else FullForward(model, ids, positions)
-        if self.objective == "target":
-            def loss():
-                with mixed():
-                    return F.cross_entropy(engine.logits(), targets)
-        else:
-            def loss():
-                with mixed():
-                    return -torch.log_softmax(engine.logits()[0], dim=-1)[targets].mean()
+
+        def loss():
+            with compute_autocast(device):
+                logits = engine.logits()
+                if self.objective == "target":
+                    return F.cross_entropy(logits, targets)
+                return -torch.log_softmax(logits[0], dim=-1)[targets].mean()
         return loss
 
     def edit(self, model, tokenizer, record: dict) -> dict:
