@@ -137,11 +137,15 @@ def test_torchrun_llm2llm_writes_one_run_folder_equal_to_one_process(tmp_path, s
     """``torchrun --nproc_per_node 2 -m helpers llm2llm``: rank 0 alone writes --out and prints the table; the
     run equals a one-process run with the same seed (same seeds, new examples, test answers)."""
     args = ["llm2llm", "--dataset", "trec", "--seed-size", "8", "--iterations", "1", "--test-size", "8",
-            "--epochs", "1", "--batch-size", "4", "--train-layers", "1", "--no-progress"]
+            "--epochs", "1", "--batch-size", "4", "--eval-batch-size", "3", "--train-layers", "1", "--no-progress"]
     one, two = one_and_two_processes(args, tmp_path / "one", tmp_path / "two", 29519)
     assert two.stdout.count("written:") == 1  # one report, from rank 0
     a, b = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
     assert a["config"]["world_size"] == 1 and b["config"]["world_size"] == 2
+    # the predictions were split: 8 records in batches of 3 (3, 3, 2) -> rank 0 batches 0 and 2, rank 1 batch 1
+    first, last = b["timing"][0], b["timing"][-1]
+    assert first["train_predicted_per_rank"] == [5, 3] and last["test_predicted_per_rank"] == [5, 3]
+    assert "test_predicted_per_rank" not in a["timing"][0]
     keys = ("train_size", "wrong", "new_examples", "test_correct")
     assert [[e[k] for k in keys] for e in a["iterations"]] == [[e[k] for k in keys] for e in b["iterations"]]
     for name in ("seed.jsonl", "iteration_00/new_examples.jsonl", "iteration_01/test_predictions.jsonl"):
@@ -221,3 +225,53 @@ def test_torchrun_safeedit_table_writes_one_table_equal_to_one_process(tmp_path)
                                                           "two.log.jsonl", "two.md"]
     assert len((tmp_path / "two.log.jsonl").read_text().splitlines()) == len(
         (tmp_path / "one.log.jsonl").read_text().splitlines())
+
+
+SHARD_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+from tiny_models import tiny_causal_lm
+from helpers.common.distributed import rank, sharded_work, world_size
+from helpers.common.generation import generate
+from helpers.common.models import load_tokenizer
+from helpers.llm2llm.label_scoring import score_labels
+
+tokenizer = load_tokenizer()
+model = tiny_causal_lm(tokenizer)
+prompts = ["Name a colour." + " Please." * (n % 4) for n in range(7)]
+calls = []
+original = model.generate
+model.generate = lambda **kw: calls.append(len(kw["input_ids"])) or original(**kw)
+with sharded_work() as sharding:
+    texts = generate(model, tokenizer, prompts, max_new_tokens=4, batch_size=2, progress=False)
+    scores = score_labels(model, tokenizer, prompts, ["yes", "no"], batch_size=2, progress=False)
+    sampled = generate(model, tokenizer, prompts, max_new_tokens=4, batch_size=2, progress=False,
+                       do_sample=True, seed=3)
+with open(os.path.join({out!r}, f"shard{{rank()}}_{{world_size()}}.json"), "w") as f:
+    json.dump({{"texts": texts, "scores": scores, "sampled": sampled, "calls": calls,
+               "per_rank": sharding.per_rank}}, f)
+"""
+
+
+def test_sharded_work_splits_generation_and_label_scoring_batches_over_two_ranks(tmp_path):
+    """Inside ``sharded_work`` under ``torchrun --nproc_per_node 2``: greedy generation and label scoring run
+    every other batch on each rank (rank 0 batches 0 and 2, rank 1 batches 1 and 3 of 2+2+2+1 prompts), every rank
+    returns every output, equal to one process; sampled generation is not split (both ranks run all 4 batches)."""
+    script = tmp_path / "shard.py"
+    script.write_text(SHARD_SCRIPT.format(tests=str(TESTS), out=str(tmp_path)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
+    one = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29525", str(script)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    single = json.loads((tmp_path / "shard0_1.json").read_text())
+    ranks = [json.loads((tmp_path / f"shard{r}_2.json").read_text()) for r in (0, 1)]
+    assert single["calls"] == [2, 2, 2, 1] * 2                  # greedy, then sampled: 4 batches each
+    assert ranks[0]["calls"] == [2, 2] + [2, 2, 2, 1]             # greedy: batches 0 and 2; sampled: all
+    assert ranks[1]["calls"] == [2, 1] + [2, 2, 2, 1]             # greedy: batches 1 and 3; sampled: all
+    assert ranks[0]["per_rank"] == ranks[1]["per_rank"] == [8, 6]  # 4 + 4 and 3 + 3 prompts (texts + scores)
+    for r in ranks:
+        assert r["texts"] == single["texts"] and r["sampled"] == single["sampled"]
+        assert sum(r["scores"], []) == pytest.approx(sum(single["scores"], []), abs=1e-6)

@@ -9,6 +9,9 @@ is rank 0 of a world of 1. Commands that train use these to write results, logs 
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import datetime
 import os
 
 
@@ -46,7 +49,8 @@ def barrier() -> None:
 def init_process_group() -> None:
     """Start the process group of a multi-process launch if nobody has (gloo on CPU, nccl on CUDA); a no-op
     in a one-process run. The ``Trainer`` does the same when it is built; commands call this first so that a
-    :func:`barrier` before any training works."""
+    :func:`barrier` before any training works. Collectives wait up to ``HELPERS_DIST_TIMEOUT_S`` seconds
+    (default 7200; torch's own default is 1800): a long teacher round on rank 0 must not time the others out."""
     if world_size() == 1:
         return
     import torch
@@ -56,7 +60,9 @@ def init_process_group() -> None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
+        # rank 0 alone runs a round's teacher while the others wait (on_main_only): allow a long wait
+        timeout = float(os.environ.get("HELPERS_DIST_TIMEOUT_S", "7200"))
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
 
 
 def broadcast_from_main(obj):
@@ -134,3 +140,74 @@ def rank_file(path, *companions):
                 shutil.copy2(source, private / source.name)
 
     return _rank_copy(path, copy)
+
+
+# -- sharded batches: generation and label scoring split over the ranks ------------------------------------------
+
+class Sharding:
+    """What one :func:`sharded_work` block split: ``per_rank[r]`` = items (prompts) rank ``r`` computed."""
+
+    def __init__(self):
+        self.per_rank = [0] * world_size()
+
+
+_SHARDING: contextvars.ContextVar = contextvars.ContextVar("helpers_sharding", default=None)
+
+
+@contextlib.contextmanager
+def sharded_work():
+    """Inside this block, when every rank of a multi-process launch makes the *same* call with the same inputs,
+    :func:`helpers.common.generation.generate` (greedy) and :func:`helpers.llm2llm.label_scoring.score_labels`
+    split their batches over the ranks and exchange the results, so every rank returns the whole output.
+
+    The batches are the ones a single process makes (prompts sorted by length over the *whole* call, then cut
+    into ``batch_size`` pieces); batch ``k`` runs on rank ``k % world_size``. Every prompt is therefore computed
+    in exactly the batch, with exactly the padding, it has in one process — the outputs equal a one-process
+    run's (bit for bit at equal thread counts). Sampled generation is not split (its random stream runs through
+    the batches in order), and a call inside :func:`on_main_only` runs whole on rank 0. Yields a
+    :class:`Sharding` that counts what each rank computed. A no-op in a one-process run."""
+    sharding = Sharding()
+    if world_size() == 1:
+        yield sharding
+        return
+    init_process_group()
+    token = _SHARDING.set(sharding)
+    try:
+        yield sharding
+    finally:
+        _SHARDING.reset(token)
+
+
+def my_batches(batches: list, *, split: bool = True) -> list:
+    """The batches this rank computes: every ``world_size``-th from its rank inside :func:`sharded_work`
+    (``split=False``: all of them, e.g. for sampling), all of them elsewhere. Pair with :func:`gather_shards`."""
+    if _SHARDING.get() is None or not split:
+        return batches
+    return batches[rank()::world_size()]
+
+
+def gather_shards(local: dict, *, split: bool = True) -> dict:
+    """``{index: output}`` of every rank merged (inside :func:`sharded_work`; ``local`` itself elsewhere or with
+    ``split=False``). Every rank must call it, with the same ``split``, once per :func:`my_batches`."""
+    sharding = _SHARDING.get()
+    if sharding is None or not split:
+        return local
+    merged: dict = {}
+    for r, part in enumerate(all_gather(local)):
+        sharding.per_rank[r] += len(part)
+        merged.update(part)
+    return merged
+
+
+def on_main_only(compute):
+    """``compute()`` run on rank 0 alone inside :func:`sharded_work` and its result sent to every rank (a
+    teacher's requests, a generation server's: one set of calls, not one per rank); ``compute()`` itself
+    elsewhere. Inside, nothing is split (rank 0 computes everything)."""
+    if _SHARDING.get() is None:
+        return compute()
+    token = _SHARDING.set(None)
+    try:
+        result = compute() if is_main_process() else None
+    finally:
+        _SHARDING.reset(token)
+    return broadcast_from_main(result)

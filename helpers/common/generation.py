@@ -5,6 +5,8 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from .distributed import gather_shards, my_batches, on_main_only
+
 Message = dict  # {"role": "user" | "system" | "assistant", "content": str}
 
 
@@ -56,14 +58,16 @@ def generate(
     Prompts are sorted by length inside the call so batches waste little padding; the output keeps the
     input order. ``stop``: strings that end a reply (generation stops once one appears in the *new* text, see
     :class:`StopOnNewText`, and the reply is cut before the first of them, as OpenAI-compatible servers do).
+    Inside :func:`helpers.common.distributed.sharded_work` of a multi-process launch, greedy batches are split
+    over the ranks (the same batches as one process) and every rank gets every reply.
 
     ``model`` may be a :class:`helpers.common.backend.ServerBackend` (``tokenizer`` then unused): the prompts go to
     its OpenAI-compatible server as chat messages, with the same greedy/sampling settings.
     """
-    if getattr(model, "is_server_backend", False):
-        replies = model.generate(prompts, max_new_tokens=max_new_tokens, system=system, do_sample=do_sample,
-                                 temperature=temperature, top_p=top_p, seed=seed, use_chat_template=use_chat_template,
-                                 progress=progress, desc=desc)
+    if getattr(model, "is_server_backend", False):  # under sharded_work: rank 0's requests only
+        replies = on_main_only(lambda: model.generate(
+            prompts, max_new_tokens=max_new_tokens, system=system, do_sample=do_sample, temperature=temperature,
+            top_p=top_p, seed=seed, use_chat_template=use_chat_template, progress=progress, desc=desc))
         return [cut_at_stop(r, stop).strip() for r in replies] if stop else replies
     import torch
 
@@ -88,7 +92,10 @@ def generate(
         gen_kwargs.update(temperature=temperature, top_p=top_p)
     else:
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-    for batch in tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False):
+    split = not do_sample  # sampling's random stream runs through the batches in order: never split
+    local: dict[int, str] = {}
+    mine = my_batches(batches, split=split)  # all of them, or this rank's share inside sharded_work()
+    for batch in tqdm(mine, desc=desc, disable=not progress or len(mine) < 2, leave=False):
         tokenizer.truncation_side = "left"
         enc = tokenizer(
             [texts[i] for i in batch],
@@ -103,7 +110,9 @@ def generate(
             out = model.generate(**enc, **gen_kwargs, **stopping)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
         for i, row in zip(batch, new_tokens):
-            outputs[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop).strip()
+            local[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop).strip()
+    for i, text in gather_shards(local, split=split).items():
+        outputs[i] = text
     if was_training:
         model.train()
     return outputs  # type: ignore[return-value]

@@ -13,6 +13,8 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from ..common.distributed import gather_shards, my_batches
+
 CHOICE_LINE = re.compile(r"^\s*(?:\*\*)?holding\s*\(?([0-4])\)?(?:\*\*)?\s*[:.)]\s*(.+?)\s*$", re.I)
 FIELD_LINE = re.compile(r"^\s*(?:[-*>]\s*)?(?:\*\*)?(text|label|context|answer|question|sentence|request)"
                         r"(?:\*\*)?\s*:\s*(?:\*\*)?\s*(.*?)\s*$", re.I)
@@ -67,7 +69,7 @@ def score_labels(model, tokenizer, prompts: Sequence, labels: Sequence[str], *, 
     then extended by each label's tokens and cropped back (labels are short, prompts are not). On a CPU with
     native bf16 the forward passes run under bf16 autocast (:func:`helpers.common.models.compute_autocast`;
     measured 1.6x faster with the same labels, ``benchmarks/bench_dtype.py``); ``HELPERS_DTYPE=float32`` turns
-    it off.
+    it off. Inside :func:`helpers.common.distributed.sharded_work` the batches are split over the ranks.
     """
     import inspect
 
@@ -102,7 +104,9 @@ def score_labels(model, tokenizer, prompts: Sequence, labels: Sequence[str], *, 
     was_training = model.training
     model.eval()
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False):
+    local: dict[int, list[float]] = {}
+    mine = my_batches(batches)  # all of them, or this rank's share inside sharded_work()
+    for batch in tqdm(mine, desc=desc, disable=not progress or len(mine) < 2, leave=False):
         width = max(len(prompt_ids[i]) for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -133,7 +137,9 @@ def score_labels(model, tokenizer, prompts: Sequence, labels: Sequence[str], *, 
                     cache.crop(-k)  # back to the prompt (a negative crop works in 4.x and 5.x)
                 batch_scores[:, j] = total.cpu()
         for row, i in enumerate(batch):
-            scores[i] = batch_scores[row].tolist()
+            local[i] = batch_scores[row].tolist()
+    for i, row_scores in gather_shards(local).items():
+        scores[i] = row_scores
     if was_training:
         model.train()
     return scores  # type: ignore[return-value]

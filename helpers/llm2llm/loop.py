@@ -38,7 +38,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..common.distributed import broadcast_from_main, is_main_process, rank_folder, world_size
+from ..common.distributed import broadcast_from_main, is_main_process, rank_folder, sharded_work, world_size
 from ..common.io import atomic_write_json, write_jsonl
 from .round import llm2llm_round
 from .run_folder import (
@@ -228,7 +228,8 @@ def run_llm2llm(
             set_seed(seed)
             base = _served(backend, base_model, tokenizer, out_dir, "base",
                            path=_model_path(student_name) if backend is not None and student is None else None)
-            zs = task.predict(base, tokenizer, test, batch_size=eval_batch_size, progress=progress)
+            with sharded_work():  # under torchrun each rank predicts its share of the batches
+                zs = task.predict(base, tokenizer, test, batch_size=eval_batch_size, progress=progress)
             write_jsonl(zs_path, zs)
             log.append({"test_correct": sum(p["correct"] for p in zs), "test_size": len(zs)}, key="zero_shot")
         summary["zero_shot_test_accuracy"] = sum(p["correct"] for p in zs) / max(1, len(zs))
@@ -271,7 +272,10 @@ def run_llm2llm(
             timing["train_s"] = round(time.time() - started, 1)
             started = time.time()
             predictor = _served(backend, model, tokenizer, out_dir, f"student_{i:02d}")
-            predictions = task.predict(predictor, tokenizer, test, batch_size=eval_batch_size, progress=progress)
+            with sharded_work() as sharding:
+                predictions = task.predict(predictor, tokenizer, test, batch_size=eval_batch_size, progress=progress)
+            if world_size() > 1:
+                timing["test_predicted_per_rank"] = sharding.per_rank
             write_jsonl(folder / "test_predictions.jsonl", predictions)
             timing["test_eval_s"] = round(time.time() - started, 1)
             correct = sum(bool(p["correct"]) for p in predictions)
@@ -328,10 +332,13 @@ def _augment(task, teacher, model, tokenizer, current, test_keys, folder, entry,
              temperature, max_new_tokens, dedup_threshold, eval_batch_size, seed, progress):
     """:func:`llm2llm_round` with its files in ``folder`` and its counts in the iteration's ``entry``."""
     teacher.log_path = folder / "teacher_log.jsonl"
-    done = llm2llm_round(task, teacher, model, tokenizer, current, test_keys, iteration=entry["iteration"],
-                         per_wrong=per_wrong, evaluate_on=evaluate_on, temperature=temperature,
-                         max_new_tokens=max_new_tokens, dedup_threshold=dedup_threshold, batch_size=eval_batch_size,
-                         seed=seed, progress=progress)
+    with sharded_work() as sharding:  # the predictions split over the ranks, the teacher on rank 0 alone
+        done = llm2llm_round(task, teacher, model, tokenizer, current, test_keys, iteration=entry["iteration"],
+                             per_wrong=per_wrong, evaluate_on=evaluate_on, temperature=temperature,
+                             max_new_tokens=max_new_tokens, dedup_threshold=dedup_threshold,
+                             batch_size=eval_batch_size, seed=seed, progress=progress)
+    if world_size() > 1:
+        done.timing["train_predicted_per_rank"] = sharding.per_rank
     write_jsonl(folder / "train_predictions.jsonl",
                 [dict(p, origin=r.get("origin"), key=task.key(r)) for r, p in zip(done.evaluated, done.predictions)])
     write_jsonl(folder / "rejected.jsonl", done.rejected)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..common.distributed import on_main_only
 from ..common.text import NearDuplicateIndex
 from .task import Task
 
@@ -97,9 +98,11 @@ def teach(task: Task, teacher, wrong_seeds: Sequence[tuple], data: Sequence[dict
     prompts = [task.teacher_prompt(r, p.get("output"), task.demonstrations(r, data)) if few_shot
                else task.teacher_prompt(r, p.get("output")) for r, p in wrong_seeds for _ in range(per_wrong)]
     parents = [r for r, _ in wrong_seeds for _ in range(per_wrong)]
-    replies = teacher.complete(prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                               system=getattr(task, "teacher_system", None), stop=getattr(task, "teacher_stop", None),
-                               tag=f"iteration {iteration}") if prompts else []
+    # under a multi-process launch (sharded_work) the teacher runs on rank 0 alone: one set of requests
+    replies = on_main_only(lambda: teacher.complete(
+        prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+        system=getattr(task, "teacher_system", None), stop=getattr(task, "teacher_stop", None),
+        tag=f"iteration {iteration}")) if prompts else []
     outcomes: list = []
     accepted, rejected = verify_new_examples(task, replies, parents, data, test_keys, iteration=iteration,
                                              dedup_threshold=dedup_threshold, outcomes=outcomes)
