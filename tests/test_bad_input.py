@@ -155,6 +155,8 @@ PROBES = [
     # --- llm2llm: the reference's settings
     ("helpers", ["llm2llm", "--dataset", "gsm8k", "--seed-size", "4", "--iterations", "1", "--out", "{tmp}/r",
                  "--grad-accum", "0"], "--grad-accum", {}),
+    ("helpers", ["llm2llm", "--dataset", "trec", "--seed-size", "4", "--iterations", "1", "--out", "{tmp}/r",
+                 "--save-steps", "0"], "--save-steps", {}),
     ("helpers", ["llm2llm", "--dataset", "gsm8k", "--seed-size", "4", "--iterations", "1", "--out", "{tmp}/r",
                  "--lr-schedule", "steep"], "--lr-schedule", {}),
     ("helpers", ["llm2llm", "--dataset", "gsm8k", "--seed-size", "4", "--iterations", "1", "--out", "{tmp}/r",

@@ -294,6 +294,42 @@ def test_interrupted_run_resumes_to_the_same_summary(full_run, tiny_student, tmp
                     **dict(LOOP, seed_size=3))
 
 
+def test_an_interrupted_fine_tuning_resumes_from_its_checkpoint(tiny_student, tmp_path, monkeypatch):
+    """``run_llm2llm(save_steps=1)`` (``--save-steps 1``): killed at the 3rd update of iteration 0's fine-tuning,
+    the rerun resumes from ``OUT/checkpoints/iteration_00/checkpoint-2`` and ends with the uninterrupted run's
+    summary and test answers; no checkpoint is left at the end."""
+    from transformers import Trainer
+
+    _, model, tokenizer = tiny_student
+    settings = dict(LOOP, epochs=2, batch_size=2, save_steps=1)  # 4 seeds, batches of 2, 2 epochs: 4 updates
+    whole = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=0, out_dir=tmp_path / "whole",
+                        student=(model, tokenizer), **settings)
+    calls, step = [], Trainer.training_step
+
+    def killed_at_the_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", killed_at_the_third)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=0, out_dir=out, student=(model, tokenizer),
+                    **settings)
+    assert [p.name for p in (out / "checkpoints" / "iteration_00").glob("checkpoint-*")] == ["checkpoint-2"]
+    rerun = []
+    monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **k: rerun.append(1) or step(self, *a, **k))
+    resumed = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=0, out_dir=out,
+                          student=(model, tokenizer), **settings)
+    assert len(rerun) == 2  # updates 3 and 4 only: the first two came from the checkpoint
+    assert resumed["complete"] and resumed["iterations"] == whole["iterations"]
+    answers = [[r["output"] for r in read_jsonl(run / "iteration_00" / "test_predictions.jsonl")]
+               for run in (tmp_path / "whole", out)]
+    assert answers[0] == answers[1]
+    assert not (out / "checkpoints").exists() and not (tmp_path / "whole" / "checkpoints").exists()
+
+
 def test_a_finished_run_extends_to_more_iterations(full_run, tiny_student, tmp_path):
     summary, _, _ = full_run
     _, model, tokenizer = tiny_student

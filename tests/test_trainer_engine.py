@@ -59,6 +59,49 @@ def test_trainer_engine_keeps_train_layers_and_accumulates_per_update(tiny):
     assert all(p.requires_grad for p in top.parameters())  # a plain model again
 
 
+def test_trainer_engine_resumes_a_fine_tuning_run_from_its_newest_checkpoint(tiny, tmp_path, monkeypatch):
+    """``finetune(checkpoint_dir=…, save_steps=2)``: a run killed at its 5th update resumes from checkpoint-4
+    (weights, optimizer, schedule) and ends with the uninterrupted run's per-step losses and weights; the folder
+    is removed at the end; a folder of another run's checkpoints is refused."""
+    from transformers import Trainer
+
+    from helpers.common.models import parameter_checksum
+    from helpers.common.training import finetune
+
+    model, tokenizer = tiny
+    settings = dict(tokenizer=tokenizer, epochs=3, lr=5e-3, batch_size=4, seed=1, warmup_ratio=0.2,
+                    lr_schedule="cosine", progress=False, save_steps=2)
+    whole = finetune(model, EXAMPLES, checkpoint_dir=tmp_path / "whole", **settings)
+    assert whole.finetune_history["engine"] == "trainer" and not (tmp_path / "whole").exists()
+
+    calls, step = [], Trainer.training_step
+
+    def crash_at_the_fifth(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt("killed")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", crash_at_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(model, EXAMPLES, checkpoint_dir=tmp_path / "cut", **settings)
+    monkeypatch.setattr(Trainer, "training_step", step)
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["checkpoint-4", "run.json"]
+    with pytest.raises(ValueError, match="other settings"):
+        finetune(model, EXAMPLES, checkpoint_dir=tmp_path / "cut", **dict(settings, lr=1e-3))
+    resumed = finetune(model, EXAMPLES, checkpoint_dir=tmp_path / "cut", **settings)
+    a, b = whole.finetune_history, resumed.finetune_history
+    assert b["resumed_from_step"] == 4 and "resumed_from_step" not in a
+    assert len(b["loss"]) == len(a["loss"]) == 6 and b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+    assert b["lr"] == pytest.approx(a["lr"], rel=1e-9)
+    assert sorted(b["rank_slots"]) == list(range(24))           # the first 4 batches not trained twice
+    assert parameter_checksum(resumed) == pytest.approx(parameter_checksum(whole), rel=1e-7)
+    assert parameter_checksum(resumed) != pytest.approx(parameter_checksum(model), rel=1e-7)
+    assert not (tmp_path / "cut").exists()
+    with pytest.raises(ValueError, match="needs engine='trainer'"):
+        finetune(model, EXAMPLES, checkpoint_dir=tmp_path / "loop", engine="loop", **settings)
+
+
 def test_engine_names_are_checked(tiny, monkeypatch):
     from helpers.common.training import finetune, resolve_engine
 
@@ -117,6 +160,60 @@ def test_torchrun_two_processes_synchronise_gradients_and_shard_the_batches(tmp_
     # and the result is the one-process run's, to float32 reduction-order noise
     assert ranks[0]["loss"] == pytest.approx(single["loss"], abs=1e-4)
     assert ranks[0]["head"] == pytest.approx(single["head"], abs=1e-5)
+
+
+RESUME_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+from tiny_models import tiny_causal_lm
+from transformers import Trainer
+from helpers.common.models import load_tokenizer, parameter_checksum
+from helpers.common.training import finetune
+if os.environ.get("CRASH_AT"):
+    calls, step = [], Trainer.training_step
+    def crash(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == int(os.environ["CRASH_AT"]):
+            raise SystemExit(3)
+        return step(self, *args, **kwargs)
+    Trainer.training_step = crash
+examples = json.loads({examples!r})
+tokenizer = load_tokenizer()
+trained = finetune(tiny_causal_lm(tokenizer), examples, tokenizer=tokenizer, epochs=3, lr=5e-3, batch_size=4,
+                   seed=1, warmup_ratio=0.2, progress=False, checkpoint_dir={out!r} + "/checkpoints", save_steps=2)
+h = trained.finetune_history
+with open(os.path.join({out!r}, "resumed%s.json" % os.environ.get("RANK", "0")), "w") as f:
+    json.dump({{"loss": h["loss"], "from": h.get("resumed_from_step"), "slots": h["rank_slots"],
+               "checksum": parameter_checksum(trained)}}, f)
+"""
+
+
+def test_torchrun_fine_tuning_resumes_from_a_checkpoint_on_both_ranks(tmp_path):
+    """2 processes, ``checkpoint_dir`` with ``save_steps=2``: killed at the 5th update, the relaunch resumes both
+    ranks from checkpoint-4 (the shared folder, one random state per rank) and ends with the one-process,
+    uninterrupted run's per-step losses and weights."""
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT.format(tests=str(TESTS), examples=json.dumps(EXAMPLES), out=str(tmp_path)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
+    one = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    single = json.loads((tmp_path / "resumed0.json").read_text())
+    (tmp_path / "resumed0.json").unlink()
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527",
+              str(script)]
+    cut = subprocess.run(launch, env=dict(env, CRASH_AT="5"), capture_output=True, text=True, timeout=600)
+    assert cut.returncode != 0 and not (tmp_path / "resumed0.json").exists()
+    saved = sorted(p.name for p in (tmp_path / "checkpoints" / "checkpoint-4").iterdir())
+    assert "course_history_rank0.json" in saved and "course_history_rank1.json" in saved
+    again = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"resumed{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["from"] == ranks[1]["from"] == 4 and single["from"] is None
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+    assert sorted(ranks[0]["slots"] + ranks[1]["slots"]) == list(range(24))
+    assert ranks[0]["loss"] == pytest.approx(single["loss"], abs=1e-4)
+    assert ranks[0]["checksum"] == pytest.approx(single["checksum"], rel=1e-6)
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def one_and_two_processes(args, one_out, two_out, port, one_extra=()):

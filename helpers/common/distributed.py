@@ -121,7 +121,8 @@ def rank_folder(out_dir):
 
     def copy(private):
         if out_dir.is_dir():
-            shutil.copytree(out_dir, private / out_dir.name, ignore=shutil.ignore_patterns(".served"))
+            # not the served models or the fine-tuning checkpoints (every rank resumes rank 0's, in out_dir)
+            shutil.copytree(out_dir, private / out_dir.name, ignore=shutil.ignore_patterns(".served", "checkpoints"))
 
     return _rank_copy(out_dir, copy)
 

@@ -268,6 +268,8 @@ def finetune(
     progress: bool = True,
     desc: str = "fine-tuning",
     engine: str = "auto",
+    checkpoint_dir=None,
+    save_steps: int = 50,
 ):
     """Fine-tune a causal LM on ``examples`` and return the trained model (in eval mode).
 
@@ -281,14 +283,20 @@ def finetune(
     pass then stops early — about twice as fast for the embedded model with ``N`` ≤ 4. The tokenizer used
     is attached as ``model.student_tokenizer``. The learning rate warms up linearly over ``warmup_ratio`` of
     the updates, then decays to 0 linearly or (``lr_schedule="cosine"``, the LLM2LLM reference) along a cosine;
-    the effective batch is ``batch_size × grad_accum``.
+    the effective batch is ``batch_size × grad_accum``. ``checkpoint_dir``: save a checkpoint there every
+    ``save_steps`` updates and, rerun with the same settings, resume from the newest one (the ``Trainer``
+    engine's; the folder is removed once training ends; see :func:`~helpers.common.trainer_engine.train_with_trainer`).
     """
     import torch
 
     from .models import load_model, load_tokenizer, pick_device
 
     examples = _validate(examples)
+    if checkpoint_dir is not None and (engine or "auto") == "auto":
+        engine = "trainer"  # checkpoints are the Trainer's
     engine = resolve_engine(engine)
+    if checkpoint_dir is not None and (engine != "trainer" or save_steps < 1):
+        raise ValueError(f"checkpoint_dir needs engine='trainer' and save_steps ≥ 1 (got {engine!r}, {save_steps})")
     set_seed(seed)
     if model_or_name is None or isinstance(model_or_name, str):
         device = pick_device(device)
@@ -332,11 +340,19 @@ def finetune(
                "engine": engine}
     start = time.time()
     if engine == "trainer":
+        from .distributed import world_size
+        from .io import settings_hash
         from .trainer_engine import train_with_trainer
 
+        run_id = settings_hash({"model": getattr(model, "name_or_path_for_course", None), "lr": lr,
+                                "encoded": [[e["input_ids"], e["labels"]] for e in encoded], "batches": batches,
+                                "updates": [total_updates, warmup, lr_schedule, grad_accum], "seed": seed,
+                                "other": [lora, lora_r, lora_alpha, train_layers, weight_decay, max_grad_norm],
+                                "world_size": world_size()}) if checkpoint_dir is not None else None
         history.update(train_with_trainer(model, tokenizer, encoded, batches, lr=lr, schedule=schedule,
                                           batch_size=batch_size, grad_accum=grad_accum, weight_decay=weight_decay,
-                                          max_grad_norm=max_grad_norm, seed=seed, progress=progress))
+                                          max_grad_norm=max_grad_norm, seed=seed, progress=progress,
+                                          checkpoint_dir=checkpoint_dir, save_steps=save_steps, run_id=run_id))
     else:
         _train_loop(model, tokenizer, encoded, batches, history, lr=lr, schedule=schedule, grad_accum=grad_accum,
                     weight_decay=weight_decay, max_grad_norm=max_grad_norm, progress=progress, desc=desc)

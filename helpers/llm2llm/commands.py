@@ -82,6 +82,9 @@ def add_arguments_llm2llm(parser: argparse.ArgumentParser) -> None:
                         help="longest teacher reply in tokens (default: the task's, 128 for one classification "
                              "example, 512 for CaseHOLD and GSM8K); replies also stop at the task's stop strings")
     parser.add_argument("--zero-shot", action="store_true", help="also evaluate the untrained student")
+    parser.add_argument("--save-steps", type=int, default=None,
+                        help="save a fine-tuning checkpoint every N updates in OUT/checkpoints and resume an "
+                             "interrupted fine-tuning from it (the Trainer engine)")
     parser.add_argument("--save-model", action="store_true", help="keep the newest student in OUT/student_NN (for gsm8k-eval --model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
@@ -102,7 +105,7 @@ def main_llm2llm(args: argparse.Namespace) -> int:
     # run folder's settings, the teacher, the data and the seed size the same way)
     apply_preset(args)
     at_least(args, 1, "seed_size", "test_size", "per_wrong", "batch_size", "max_length", "max_new_tokens",
-             "eval_batch_size", "train_layers", "teacher_max_new_tokens", "grad_accum")
+             "eval_batch_size", "train_layers", "teacher_max_new_tokens", "grad_accum", "save_steps")
     if not 0 <= args.warmup_ratio < 1 or not 0 < args.dedup_threshold <= 1:
         raise ValueError(f"--warmup-ratio must be in [0, 1) and --dedup-threshold in (0, 1]; got {args.warmup_ratio}, "
                          f"{args.dedup_threshold}")
@@ -132,7 +135,7 @@ def main_llm2llm(args: argparse.Namespace) -> int:
         teacher_temperature=args.teacher_temperature, teacher_max_new_tokens=args.teacher_max_new_tokens,
         eval_batch_size=args.eval_batch_size, seed=args.seed,
         device=args.device, zero_shot=args.zero_shot, save_model=args.save_model, progress=not args.no_progress,
-        backend=backend)
+        backend=backend, save_steps=args.save_steps)
     if is_main_process():  # under torchrun every rank ran; rank 0 wrote --out and reports
         print(format_summary(summary))
         print(f"written: {Path(args.out) / 'summary.json'}")

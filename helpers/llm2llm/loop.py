@@ -96,6 +96,7 @@ def run_llm2llm(
     stop_after: int | None = None,
     progress: bool = True,
     backend=None,
+    save_steps: int | None = None,
 ) -> dict:
     """Run (or resume) LLM2LLM and return the summary that is also written to ``out_dir/summary.json``.
 
@@ -114,6 +115,9 @@ def run_llm2llm(
     server keeps models loaded by path) and requested by that folder's absolute path, so the server must load
     models by path on request and see this filesystem: ``transformers serve`` started without a model does;
     vLLM and SGLang serve one fixed model and do not. Training stays in this process.
+    ``save_steps=N``: every fine-tuning saves a ``Trainer`` checkpoint each ``N`` updates in
+    ``out_dir/checkpoints/iteration_NN`` and a rerun resumes an interrupted fine-tuning from its newest one
+    (the ``Trainer`` engine then trains in one process too; equal to the plain loop within float rounding).
     """
     from ..common.config import set_seed
     from ..common.models import EMBEDDED_ALIASES, load_model
@@ -141,6 +145,9 @@ def run_llm2llm(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: is a file; the run folder (--out) must be a folder")
+    if save_steps is not None and save_steps < 1:
+        raise ValueError(f"save_steps (--save-steps) must be ≥ 1, got {save_steps}")
+    checkpoints = out_dir / "checkpoints"  # the real --out on every rank: all ranks resume the same checkpoint
     if world_size() > 1:
         if batch_size % world_size():
             raise ValueError(f"batch_size (--batch-size) {batch_size} must be a multiple of the {world_size()} "
@@ -217,7 +224,9 @@ def run_llm2llm(
                         grad_accum=grad_accum, lr_schedule=lr_schedule, warmup_ratio=warmup_ratio,
                         max_length=max_length, lora=lora, train_layers=train_layers, seed=seed,
                         system=getattr(task, "system", None),
-                        inplace=start_model is previous, progress=progress, desc=f"iteration {i}: fine-tuning")
+                        inplace=start_model is previous, progress=progress, desc=f"iteration {i}: fine-tuning",
+                        **({"checkpoint_dir": checkpoints / f"iteration_{i:02d}", "save_steps": save_steps}
+                           if save_steps else {}))
 
     summary = {"task": task.name, "teacher": teacher_obj.name, "config": config, "iterations": [], "timing": []}
     if zero_shot:
@@ -325,6 +334,8 @@ def run_llm2llm(
         if stop_after is not None and i >= stop_after:
             break
     shutil.rmtree(out_dir / ".served", ignore_errors=True)
+    if is_main_process() and checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()  # every fine-tuning finished (each removes its own checkpoints)
     return _write_summary(out_dir, summary, iterations, hardware())
 
 
