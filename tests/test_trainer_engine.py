@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+# a 2-process launch on a free port (--standalone: a local rendezvous), so tests can run side by side
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 EXAMPLES = [{"prompt": f"Say the number {n}.", "response": f"#### {n}" + " and done" * (n % 3)} for n in range(8)]
 
@@ -145,8 +147,7 @@ def test_torchrun_two_processes_synchronise_gradients_and_shard_the_batches(tmp_
     assert one.returncode == 0, one.stderr[-2000:]
     single = json.loads((tmp_path / "rank0.json").read_text())
     (tmp_path / "rank0.json").rename(tmp_path / "single.json")
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29517", str(script)], env=env, capture_output=True, text=True,
+    two = subprocess.run([*TORCHRUN, str(script)], env=env, capture_output=True, text=True,
                          timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -199,8 +200,7 @@ def test_torchrun_fine_tuning_resumes_from_a_checkpoint_on_both_ranks(tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     single = json.loads((tmp_path / "resumed0.json").read_text())
     (tmp_path / "resumed0.json").unlink()
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527",
-              str(script)]
+    launch = [*TORCHRUN, str(script)]
     cut = subprocess.run(launch, env=dict(env, CRASH_AT="5"), capture_output=True, text=True, timeout=600)
     assert cut.returncode != 0 and not (tmp_path / "resumed0.json").exists()
     saved = sorted(p.name for p in (tmp_path / "checkpoints" / "checkpoint-4").iterdir())
@@ -216,15 +216,14 @@ def test_torchrun_fine_tuning_resumes_from_a_checkpoint_on_both_ranks(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
-def one_and_two_processes(args, one_out, two_out, port, one_extra=()):
+def one_and_two_processes(args, one_out, two_out, one_extra=()):
     """``python -m helpers ARGS`` and ``torchrun --nproc_per_node 2 -m helpers ARGS`` (gloo, one thread each), in
     float32: equal to one process within rounding (under bf16 autocast each rank's shard rounds differently)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
     one = subprocess.run([sys.executable, "-m", "helpers", *args, *one_extra, "--out", str(one_out)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          str(port), "-m", "helpers", *args, "--out", str(two_out)], env=env,
+    two = subprocess.run([*TORCHRUN, "-m", "helpers", *args, "--out", str(two_out)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     return one, two
@@ -235,7 +234,7 @@ def test_torchrun_llm2llm_writes_one_run_folder_equal_to_one_process(tmp_path, s
     run equals a one-process run with the same seed (same seeds, new examples, test answers)."""
     args = ["llm2llm", "--dataset", "trec", "--seed-size", "8", "--iterations", "1", "--test-size", "8",
             "--epochs", "1", "--batch-size", "4", "--eval-batch-size", "3", "--train-layers", "1", "--no-progress"]
-    one, two = one_and_two_processes(args, tmp_path / "one", tmp_path / "two", 29519)
+    one, two = one_and_two_processes(args, tmp_path / "one", tmp_path / "two")
     assert two.stdout.count("written:") == 1  # one report, from rank 0
     a, b = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
     assert a["config"]["world_size"] == 1 and b["config"]["world_size"] == 2
@@ -260,7 +259,7 @@ def test_torchrun_safeedit_eval_dinm_shards_the_records_and_equals_one_process(t
     args = ["safeedit-eval", "--data", "sample", "--limit", "4", "--method", "dinm", "--option", "steps=2",
             "--option", "max_prompt_tokens=64", "--option", "max_target_tokens=16", "--option", "max_kc_tokens=16",
             "--max-new-tokens", "4", "--max-input-tokens", "64", "--judge", "keyword", "--second-judge", "none"]
-    one, two = one_and_two_processes(args, tmp_path / "one.json", tmp_path / "two.json", 29523)
+    one, two = one_and_two_processes(args, tmp_path / "one.json", tmp_path / "two.json")
     assert two.stdout.count("wrote ") == 1
     a, b = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert b["settings"]["world_size"] == 2 and b["settings"]["sharded"] and not a["settings"]["sharded"]
@@ -291,7 +290,7 @@ def test_torchrun_safeedit_eval_sft_writes_one_result_equal_to_one_process(tmp_p
             "--option", "epochs=1", "--option", "batch_size=2", "--option", "max_prompt_tokens=48",
             "--option", "max_response_tokens=16", "--max-new-tokens", "4", "--max-input-tokens", "64",
             "--judge", "keyword", "--second-judge", "none"]
-    one, two = one_and_two_processes(args, tmp_path / "one.json", tmp_path / "two.json", 29521)
+    one, two = one_and_two_processes(args, tmp_path / "one.json", tmp_path / "two.json")
     assert two.stdout.count("wrote ") == 1                                   # one report, from rank 0
     a, b = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert a["settings"]["world_size"] == 1 and b["settings"]["world_size"] == 2
@@ -310,7 +309,7 @@ def test_torchrun_safeedit_table_writes_one_table_equal_to_one_process(tmp_path)
     args = ["safeedit-table", "--data", "sample", "--limit", "1", "--methods", "vanilla,self-reminder",
             "--train-data", "three", "--max-new-tokens", "3", "--max-input-tokens", "48", "--judge", "keyword",
             "--second-judge", "none"]
-    one, two = one_and_two_processes(args, tmp_path / "one.json", tmp_path / "two.json", 29523,
+    one, two = one_and_two_processes(args, tmp_path / "one.json", tmp_path / "two.json",
                                      one_extra=["--no-isolate"])
     assert two.stdout.count("wrote ") == 1 and "(own process)" not in two.stdout
     a, b = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
@@ -359,8 +358,7 @@ def test_sharded_work_splits_generation_and_label_scoring_batches_over_two_ranks
     env = dict(os.environ, OMP_NUM_THREADS="1", HELPERS_DTYPE="float32")
     one = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29525", str(script)], env=env, capture_output=True, text=True,
+    two = subprocess.run([*TORCHRUN, str(script)], env=env, capture_output=True, text=True,
                          timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     single = json.loads((tmp_path / "shard0_1.json").read_text())
