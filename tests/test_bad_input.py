@@ -42,6 +42,11 @@ PROBES = [
     ("helpers", ["safeedit-eval", "--data", "built", "--option", "lr"], "--option", {}),
     ("helpers", ["safeedit-eval", "--data", "built", "--method", "dinm", "--option", "no_such_option=1"],
      "no_such_option", {}),
+    # under a 2-process launch a trained baseline's global batch must split over the ranks
+    ("helpers", ["safeedit-eval", "--data", "built", "--method", "dpo", "--option", "batch_size=3"],
+     "batch_size 3 must be a multiple of the 2 processes", {"WORLD_SIZE": "2"}),
+    ("helpers", ["safeedit-table", "--data", "built", "--methods", "vanilla,rlhf", "--option", "rlhf.num_generations=3"],
+     "num_generations × prompts_per_step 3 must be a multiple of the 2 processes", {"WORLD_SIZE": "2"}),
     ("helpers", ["safeedit-eval", "--data", "built", "--model", "./no-such-model"], "no-such-model", {}),
     # --- safeedit-eval: limits, output, --log
     ("helpers", ["safeedit-eval", "--data", "built", "--limit", "0"], "--limit", {}),

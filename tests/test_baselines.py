@@ -13,9 +13,9 @@ from helpers.common.models import load_tokenizer, parameter_checksum
 from helpers.detox.ext_sub import ExtSubMethod, add_to_weights, deficiency_component
 from helpers.detox.methods import METHODS
 from helpers.detox.table import TABLE_METHODS, run_main_table, table_frame, table_markdown
+from helpers.detox.rlhf import RLHFMethod
 from helpers.detox.trained import (
     DPOMethod,
-    RLHFMethod,
     SFTMethod,
     preference_margin,
     response_nll,

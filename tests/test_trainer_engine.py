@@ -303,6 +303,25 @@ def test_torchrun_safeedit_eval_sft_writes_one_result_equal_to_one_process(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "two.json"]  # no stray log or rank file
 
 
+def test_torchrun_safeedit_eval_dpo_keeps_the_global_batch_and_equals_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m helpers safeedit-eval --method dpo``: TRL's DPOTrainer gets
+    ``batch_size / 2`` per rank, so each update sees the same 2 pairs as one process and the DPO losses (averaged
+    over the ranks) and the answers equal a one-process run's; rank 0 alone writes --out."""
+    args = ["safeedit-eval", "--data", "sample", "--limit", "1", "--method", "dpo", "--option", "limit=4",
+            "--option", "steps=2", "--option", "batch_size=2", "--option", "lr=5e-4", "--option",
+            "max_prompt_tokens=48", "--option", "max_response_tokens=16", "--max-new-tokens", "4",
+            "--max-input-tokens", "64", "--judge", "keyword", "--second-judge", "none"]
+    one, two = one_and_two_processes(args, tmp_path / "one.json", tmp_path / "two.json")
+    assert two.stdout.count("wrote ") == 1
+    a, b = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert (a["training"]["world_size"], b["training"]["world_size"]) == (1, 2)
+    assert len(a["training"]["loss"]) == len(b["training"]["loss"]) == 2
+    assert a["training"]["loss"][1] != pytest.approx(a["training"]["loss"][0], abs=1e-3)  # the first update moved it
+    assert b["training"]["loss"] == pytest.approx(a["training"]["loss"], abs=1e-4)
+    assert [i["responses"] for i in a["instances"]] == [i["responses"] for i in b["instances"]]
+    assert a["aggregate"] == b["aggregate"]
+
+
 def test_torchrun_safeedit_table_writes_one_table_equal_to_one_process(tmp_path):
     """``torchrun --nproc_per_node 2 -m helpers safeedit-table``: the methods run in the launched processes (no
     child process per method), rank 0 alone writes the table, its log and the markdown, equal to one process."""

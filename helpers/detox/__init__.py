@@ -21,9 +21,9 @@ from .mend import MENDMethod
 from .self_reminder import SelfReminderMethod
 from .sweep import rejudge
 from .table import TABLE_METHODS, table_frame, table_markdown
+from .rlhf import RLHFMethod
 from .trained import (
     DPOMethod,
-    RLHFMethod,
     SFTMethod,
     load_train_records,
     preference_margin,

@@ -231,7 +231,7 @@ def main(args) -> int:
     set_seed(args.seed)
     try:
         method = get_method(args.method, **options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise SystemExit(f"--option for method {args.method!r}: {err}") from err
     if not method.per_instance:
         if explicit_log:  # honoured for the methods that resume record by record, refused for the others

@@ -12,7 +12,7 @@ METHODS: dict[str, str] = {
     "dinm": "helpers.detox.dinm:DINM",
     "sft": "helpers.detox.trained:SFTMethod",
     "dpo": "helpers.detox.trained:DPOMethod",
-    "rlhf": "helpers.detox.trained:RLHFMethod",
+    "rlhf": "helpers.detox.rlhf:RLHFMethod",
     "mend": "helpers.detox.mend:MENDMethod",
     "ext-sub": "helpers.detox.ext_sub:ExtSubMethod",
     "ft-l": "helpers.detox.ft_l:FTLMethod",
@@ -20,15 +20,19 @@ METHODS: dict[str, str] = {
 }
 
 
+class MethodUnavailable(ValueError):
+    """An unknown method name, or a method whose module this version does not ship."""
+
+
 def get_method(name: str, **options) -> Method:
-    """A method by name (see :data:`METHODS`)."""
+    """A method by name (see :data:`METHODS`); bad options raise ``TypeError`` (unknown) or ``ValueError``."""
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+        raise MethodUnavailable(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     module_name, attr = METHODS[name].split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        raise ValueError(f"method {name!r} is not available in this version ({module_name} is missing)") from err
+        raise MethodUnavailable(f"method {name!r} is not available in this version ({module_name} is missing)") from err
     return getattr(module, attr)(**options)
 
 

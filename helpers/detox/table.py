@@ -312,7 +312,7 @@ def _check_table_args(args, methods: list[str]):
     from ..common.checks import at_least, check_output_file, require_records
     from ..safeedit.data import load_safeedit
     from .evaluate import check_safeedit_arguments, judges_from_args, parse_method_options
-    from .methods import METHODS, get_method
+    from .methods import METHODS, MethodUnavailable, get_method
 
     general = check_safeedit_arguments(args)
     at_least(args, 1, "train_limit", "batch_size")
@@ -339,10 +339,10 @@ def _check_table_args(args, methods: list[str]):
     for name in methods:  # constructing a method is cheap and checks its options
         try:
             get_method(name, **method_options.get(name, {}))
-        except TypeError as err:
-            raise SystemExit(f"--option/--method-options for method {name!r}: {err}") from err
-        except ValueError:
+        except MethodUnavailable:
             pass  # a method whose module is missing becomes a row that says so
+        except (TypeError, ValueError) as err:
+            raise SystemExit(f"--option/--method-options for method {name!r}: {err}") from err
     check_output_file(args.out)
     records = require_records(load_safeedit(args.data, split=args.split, limit=args.limit), args.data)
     train_records = require_records(load_train_records(args.train_data, limit=args.train_limit), args.train_data,

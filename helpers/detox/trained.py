@@ -9,11 +9,11 @@ the same weights.
   (response-only loss), with :func:`helpers.common.training.finetune` (full fine-tuning or LoRA).
 * :class:`DPOMethod` (``dpo``) — TRL's ``DPOTrainer``: chosen = safe generation, rejected = unsafe
   generation, reference = a frozen copy of the base model.
-* :class:`RLHFMethod` (``rlhf``) — TRL's ``RLOOTrainer`` (REINFORCE leave-one-out), reward = 1 − the safety
-  judge's probability of *unsafe*, minus β·KL(policy ‖ reference) per sequence. TRL 1.16 ships GRPO and RLOO
-  but no longer PPO; RLOO is the one whose KL penalty goes into the reward, as in classic RLHF, and it needs
-  no value model (a second copy of the network), which keeps it CPU-sized. LoRA by default, so the reference
-  is the base model itself (adapters disabled).
+* :class:`helpers.detox.rlhf.RLHFMethod` (``rlhf``) — TRL's ``RLOOTrainer``, reward = the safety judge (its own
+  module; it shares the training pairs and arguments defined here).
+
+Under torchrun / accelerate every batch option is the *global* batch, split over the ranks (a batch that does not
+split is refused when the method is built, before any model loads).
 
 Training inputs are long jailbreak prompts: every method shortens the *prompt text* to its last
 ``max_prompt_tokens`` tokens (the question is usually at the end) and the responses to
@@ -186,12 +186,18 @@ def _finish(model, base):
 
 def _training_args(config_cls, *, steps: int, batch_size: int, grad_accum: int, lr: float, seed: int,
                    progress: bool, output_dir: str, **extra):
-    """TRL/transformers training arguments for a short, unsaved, unlogged-to-the-cloud run on CPU or CUDA."""
+    """TRL/transformers training arguments for a short, unsaved, unlogged-to-the-cloud run on CPU or CUDA.
+
+    ``batch_size`` is the global batch of one forward (all processes together): under torchrun / accelerate each
+    of the N ranks takes ``batch_size / N`` of it, so an update sees the same examples however many processes run
+    (TRL's own ``per_device_train_batch_size`` would multiply the batch by N)."""
     import torch
+
+    from ..common.distributed import world_size
 
     cuda = torch.cuda.is_available()
     return config_cls(
-        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size,
+        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size // world_size(),
         gradient_accumulation_steps=grad_accum, learning_rate=lr, lr_scheduler_type="constant",
         warmup_steps=0, seed=seed, data_seed=seed, report_to="none", save_strategy="no", logging_steps=1,
         disable_tqdm=not progress, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
@@ -235,6 +241,21 @@ class _TrainedMethod(Method):
         self.settings.update(options)
         self.scale, self.seed, self.progress = scale, seed, progress
         self.history: dict = {}
+        self.check_batch_split()
+
+    def global_batch(self) -> tuple[str, int]:
+        """(option, size) of the batch one forward takes over all processes (split over the ranks)."""
+        return "batch_size", self.settings["batch_size"]
+
+    def check_batch_split(self):
+        """Under N processes every rank takes 1/N of each batch: refuse a batch that does not split (before any
+        model loads)."""
+        from ..common.distributed import world_size
+
+        option, size = self.global_batch()
+        if size % world_size():
+            raise ValueError(f"{option} {size} must be a multiple of the {world_size()} processes (each rank takes "
+                             f"1/{world_size()} of every batch)")
 
     def options(self) -> dict:
         """The settings used (for results files)."""
@@ -333,7 +354,7 @@ class DPOMethod(_TrainedMethod):
                                  processing_class=copy.deepcopy(tokenizer),
                                  peft_config=_lora_config(s["lora_r"], 2 * s["lora_r"]) if s["lora"] else None)
             _quiet(trainer, self.progress).train()
-        self.history["log"] = [dict(x) for x in trainer.state.log_history]
+        _record_log(self.history, trainer)
         trained = trainer.model
         del trainer, ref
         if s["lora"]:
@@ -341,102 +362,11 @@ class DPOMethod(_TrainedMethod):
         return trained
 
 
-# ----------------------------------------------------------------------------------------------------
-# RLHF (TRL RLOO, reward = safety judge)
-# ----------------------------------------------------------------------------------------------------
+def _record_log(history: dict, trainer):
+    """The trainer's log (every logged dict), its loss per update (averaged over the ranks by transformers) and
+    the number of processes."""
+    from ..common.distributed import world_size
 
-
-def _completion_text(completion) -> str:
-    if isinstance(completion, str):
-        return completion
-    return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
-
-
-class RLHFMethod(_TrainedMethod):
-    """RLHF with TRL's ``RLOOTrainer``: reward = 1 − P(unsafe) from the safety judge, KL penalty β to the base.
-
-    ``judge``: a :class:`helpers.safeedit.judge.Judge` or a judge name (default: the best offline judge, ``probe``
-    when it exists, else ``keyword``). Every scored sample is kept in ``self.samples`` (prompt index, step,
-    completion, reward), which is what the chapter shows and the tests check.
-    """
-
-    name = "rlhf"
-    DEFAULTS = {**_TrainedMethod.DEFAULTS, "steps": (4, 300), "lr": (1e-4, 1e-5), "beta": (0.05, 0.05),
-                "num_generations": (4, 8), "prompts_per_step": (1, 4), "max_completion_length": (24, 128),
-                "temperature": (1.0, 1.0), "lora": (True, True), "lora_r": (16, 16)}
-
-    def __init__(self, judge=None, scale: str | None = None, seed: int = 0, progress: bool = True, **options):
-        super().__init__(scale=scale, seed=seed, progress=progress, **options)
-        self.judge = judge
-        self.samples: list[dict] = []
-
-    def _judge(self):
-        from ..safeedit.judge import get_judge
-        from .evaluate import default_judge_name
-
-        if self.judge is None or isinstance(self.judge, str):
-            self.judge = get_judge(self.judge or default_judge_name())
-        return self.judge
-
-    def reward_function(self) -> Callable:
-        """The TRL reward function: 1 − P(unsafe) of each completion (empty → 0.5), logged in ``samples``."""
-        judge = self._judge()
-
-        def safety_reward(prompts, completions, **kwargs):
-            texts = [_completion_text(c) for c in completions]
-            probs = judge.predict_proba(texts)
-            rewards = [0.5 if not t.strip() else 1.0 - float(p) for t, p in zip(texts, probs)]
-            step = len({s["call"] for s in self.samples})
-            for i, (text, reward) in enumerate(zip(texts, rewards)):
-                self.samples.append({"call": step, "index": i, "prompt_id": kwargs.get("id", [None] * len(texts))[i],
-                                     "completion": text, "reward": reward})
-            return rewards
-
-        safety_reward.__name__ = f"safety_{getattr(judge, 'name', 'judge')}"
-        return safety_reward
-
-    def train(self, model, tokenizer, pairs):
-        from trl import RLOOConfig, RLOOTrainer
-
-        s = self.settings
-        self.samples = []
-        policy = copy.deepcopy(model)
-        policy.train()
-        batch = s["num_generations"] * s["prompts_per_step"]
-        dataset = _conversational(pairs).add_column("id", [p["id"] for p in pairs])
-        tok = copy.deepcopy(tokenizer)
-        with tempfile.TemporaryDirectory() as tmp:
-            args = _training_args(RLOOConfig, steps=s["steps"], batch_size=batch, grad_accum=1, lr=s["lr"],
-                                  seed=self.seed, progress=self.progress, output_dir=tmp, beta=s["beta"],
-                                  num_generations=s["num_generations"],
-                                  max_completion_length=s["max_completion_length"], temperature=s["temperature"],
-                                  remove_unused_columns=False, shuffle_dataset=True)
-            if not s["lora"]:
-                for p in policy.parameters():
-                    p.requires_grad_(True)
-            trainer = _quiet(RLOOTrainer(model=policy, reward_funcs=self.reward_function(), args=args,
-                                         train_dataset=dataset, processing_class=tok,
-                                         peft_config=_lora_config(s["lora_r"], 2 * s["lora_r"]) if s["lora"] else None),
-                             self.progress)
-            if not s["lora"] and s["beta"] != 0.0:
-                # TRL would reload the reference from disk by name; use an exact frozen copy of the base instead.
-                ref = copy.deepcopy(model).eval()
-                from trl.trainer.utils import add_fused_lm_head
-
-                add_fused_lm_head(ref, temperature=trainer.temperature)
-                trainer.ref_model = ref
-            trainer.train()
-        self.history["log"] = [dict(x) for x in trainer.state.log_history]
-        self.history["mean_reward_per_step"] = _mean_by(self.samples, "call", "reward")
-        trained = trainer.model
-        del trainer
-        if s["lora"]:
-            trained = trained.merge_and_unload()
-        return trained
-
-
-def _mean_by(rows: Sequence[dict], key: str, value: str) -> list[float]:
-    groups: dict = {}
-    for row in rows:
-        groups.setdefault(row[key], []).append(row[value])
-    return [sum(v) / len(v) for _, v in sorted(groups.items())]
+    history["log"] = [dict(x) for x in trainer.state.log_history]
+    history["loss"] = [x["loss"] for x in history["log"] if "loss" in x]
+    history["engine"], history["world_size"] = "trl", world_size()
