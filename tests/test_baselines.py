@@ -12,8 +12,8 @@ from tiny_models import tiny_causal_lm
 from helpers.common.models import load_tokenizer, parameter_checksum
 from helpers.detox.ext_sub import ExtSubMethod, add_to_weights, deficiency_component
 from helpers.detox.methods import METHODS
-from helpers.detox.table import TABLE_METHODS, run_main_table, table_frame, table_markdown
 from helpers.detox.rlhf import RLHFMethod
+from helpers.detox.table import TABLE_METHODS, run_main_table, table_frame, table_markdown
 from helpers.detox.trained import (
     DPOMethod,
     SFTMethod,

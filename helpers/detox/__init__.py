@@ -18,18 +18,11 @@ from .locate import (
     wv_module_name,
 )
 from .mend import MENDMethod
+from .rlhf import RLHFMethod
 from .self_reminder import SelfReminderMethod
 from .sweep import rejudge
 from .table import TABLE_METHODS, table_frame, table_markdown
-from .rlhf import RLHFMethod
-from .trained import (
-    DPOMethod,
-    SFTMethod,
-    load_train_records,
-    preference_margin,
-    response_nll,
-    training_pairs,
-)
+from .trained import DPOMethod, SFTMethod, load_train_records, preference_margin, response_nll, training_pairs
 
 __all__ = [
     "DEFAULT_LR", "DINM", "DINMSession", "DPOMethod", "ExtSubMethod", "FTLMethod", "MENDMethod", "MODULE_NAMES",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..common.config import get_scale, set_seed
 from ..safeedit.data import SafeEditFormatError, validate_safeedit
