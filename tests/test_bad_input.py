@@ -42,6 +42,10 @@ PROBES = [
     ("helpers", ["safeedit-eval", "--data", "built", "--option", "lr"], "--option", {}),
     ("helpers", ["safeedit-eval", "--data", "built", "--method", "dinm", "--option", "no_such_option=1"],
      "no_such_option", {}),
+    ("helpers", ["safeedit-eval", "--data", "built", "--method", "sft", "--option", "checkpoint_dir=ck",
+                 "--option", "save_steps=0"], "save_steps", {}),
+    ("helpers", ["safeedit-eval", "--data", "built", "--method", "sft", "--option", "checkpoint_dir={tmp}/latin1.json"],
+     "latin1.json", {}),
     # under a 2-process launch a trained baseline's global batch must split over the ranks
     ("helpers", ["safeedit-eval", "--data", "built", "--method", "dpo", "--option", "batch_size=3"],
      "batch_size 3 must be a multiple of the 2 processes", {"WORLD_SIZE": "2"}),

@@ -282,7 +282,8 @@ def main(args) -> int:
     if train_records is not None:  # what the trained baseline's training did (loss per update, engine, ranks)
         history = getattr(method, "history", {}) or {}
         results["training"] = {k: history[k] for k in ("loss", "n_train_pairs", "train_seconds", "engine",
-                                                       "world_size", "precision") if k in history}
+                                                       "world_size", "precision", "resumed_from_step")
+                               if k in history}
     if not is_main_process():
         return 0
     atomic_write_json(args.out, results)

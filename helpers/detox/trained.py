@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
+from pathlib import Path
 from typing import Sequence
 
 from ..common.config import get_scale, set_seed
@@ -294,19 +295,35 @@ class SFTMethod(_TrainedMethod):
 
     name = "sft"
     DEFAULTS = {**_TrainedMethod.DEFAULTS, "epochs": (2, 3), "lr": (5e-5, 1e-5), "batch_size": (4, 8),
-                "lora": (False, False), "lora_r": (16, 16)}
+                "lora": (False, False), "lora_r": (16, 16),
+                # checkpoint resume (the Trainer engine): a folder, and every how many updates to save there
+                "checkpoint_dir": (None, None), "save_steps": (50, 50)}
+
+    def __init__(self, *args, **options):
+        super().__init__(*args, **options)
+        steps = self.settings["save_steps"]
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"save_steps must be a whole number ≥ 1 (got {steps!r})")
+        folder = self.settings["checkpoint_dir"]
+        if "save_steps" in options and folder is None:
+            raise ValueError("save_steps needs checkpoint_dir (the folder the checkpoints go to)")
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f"checkpoint_dir {folder}: exists and is not a folder")
 
     def train(self, model, tokenizer, pairs):
         from ..common.training import finetune
 
         s = self.settings
         examples = [{"prompt": p["prompt"], "response": p["chosen"]} for p in pairs]
+        resume = {} if s["checkpoint_dir"] is None else {"checkpoint_dir": s["checkpoint_dir"],
+                                                          "save_steps": s["save_steps"]}
         trained = finetune(model, examples, tokenizer=tokenizer, epochs=s["epochs"], lr=s["lr"],
                            batch_size=s["batch_size"], lora=s["lora"], lora_r=s["lora_r"],
                            lora_alpha=2 * s["lora_r"], seed=self.seed, progress=self.progress, desc="SFT",
-                           max_length=s["max_prompt_tokens"] + s["max_response_tokens"] + 64)
+                           max_length=s["max_prompt_tokens"] + s["max_response_tokens"] + 64, **resume)
         self.history["loss"] = list(trained.finetune_history["loss"])
-        self.history.update({k: trained.finetune_history[k] for k in ("engine", "world_size", "precision")
+        self.history.update({k: trained.finetune_history[k] for k in ("engine", "world_size", "precision",
+                                                                      "resumed_from_step")
                              if k in trained.finetune_history})
         return trained
 
