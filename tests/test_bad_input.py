@@ -46,6 +46,10 @@ PROBES = [
                  "--option", "save_steps=0"], "save_steps", {}),
     ("helpers", ["safeedit-eval", "--data", "built", "--method", "sft", "--option", "checkpoint_dir={tmp}/latin1.json"],
      "latin1.json", {}),
+    ("helpers", ["safeedit-eval", "--data", "built", "--method", "dpo", "--option", "save_steps=5"],
+     "save_steps needs checkpoint_dir", {}),
+    ("helpers", ["safeedit-eval", "--data", "built", "--method", "rlhf", "--option", "checkpoint_dir=ck"],
+     "rlhf: checkpoint resume", {}),
     # under a 2-process launch a trained baseline's global batch must split over the ranks
     ("helpers", ["safeedit-eval", "--data", "built", "--method", "dpo", "--option", "batch_size=3"],
      "batch_size 3 must be a multiple of the 2 processes", {"WORLD_SIZE": "2"}),

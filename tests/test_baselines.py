@@ -120,6 +120,47 @@ def test_dpo_raises_the_chosen_margin(tiny, train_records, pairs):
     assert "forward" not in trained.__dict__  # TRL's fused-head patch is removed
 
 
+def test_dpo_killed_mid_training_resumes_from_its_checkpoint(tiny, train_records, tmp_path, monkeypatch):
+    """TRL's DPOTrainer is a transformers Trainer: with ``checkpoint_dir`` and ``save_steps=1``, DPO killed at its
+    3rd of 4 updates reruns only updates 3 and 4 and ends with the uninterrupted run's losses and weights; a folder
+    of another run (other hyper-parameters) is refused; RLHF refuses the options."""
+    from transformers import Trainer
+
+    from helpers.detox.rlhf import RLHFMethod
+
+    model, tokenizer = tiny
+    settings = dict(steps=4, batch_size=3, lr=1e-4, **TINY)  # 3 pairs, one batch per update: 4 updates
+    whole = DPOMethod(checkpoint_dir=str(tmp_path / "whole"), save_steps=1, **settings)
+    expected = whole.prepare(model, tokenizer, train_records)
+    calls, step = [], Trainer.training_step
+
+    def killed_at_the_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", killed_at_the_third)
+    folder = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        DPOMethod(checkpoint_dir=str(folder), save_steps=1, **settings).prepare(model, tokenizer, train_records)
+    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-2"]
+    with pytest.raises(ValueError, match="other settings"):
+        DPOMethod(checkpoint_dir=str(folder), save_steps=1, **{**settings, "lr": 2e-4}).prepare(
+            model, tokenizer, train_records)
+    rerun = []
+    monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **k: rerun.append(1) or step(self, *a, **k))
+    method = DPOMethod(checkpoint_dir=str(folder), save_steps=1, **settings)
+    resumed = method.prepare(model, tokenizer, train_records)
+    assert len(rerun) == 2 and method.history["resumed_from_step"] == 2
+    assert len(method.history["loss"]) == 4 and len(set(whole.history["loss"])) > 1
+    assert method.history["loss"] == pytest.approx(whole.history["loss"], rel=1e-5)
+    assert parameter_checksum(resumed) == pytest.approx(parameter_checksum(expected), rel=1e-6)
+    assert not folder.exists() and not (tmp_path / "whole").exists()
+    with pytest.raises(ValueError, match="rlhf: checkpoint resume"):
+        RLHFMethod(checkpoint_dir=str(tmp_path / "r"))
+
+
 class _VariedJudge(Judge):
     """A deterministic stand-in judge whose scores vary between completions (keyword scores of a tiny
     model's samples are often all equal, which gives RLOO no signal to test)."""

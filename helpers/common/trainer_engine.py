@@ -103,6 +103,41 @@ def check_checkpoint_dir(checkpoint_dir, run_id: str) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
+def open_checkpoints(checkpoint_dir, run_id: str) -> str | None:
+    """Check ``checkpoint_dir`` (:func:`check_checkpoint_dir`), then let rank 0 mark it with ``run_id`` once every
+    rank has looked; returns the checkpoint to resume from (``None``: start afresh). Shared by the course's
+    ``Trainer`` engine and the TRL baselines (DPO, RLHF)."""
+    from pathlib import Path
+
+    from .distributed import barrier, is_main_process
+    from .io import atomic_write_json
+
+    resume = check_checkpoint_dir(checkpoint_dir, run_id)
+    barrier()  # every rank has read the folder before rank 0 writes to it
+    if is_main_process():
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(checkpoint_dir) / "run.json", {"run": run_id})
+    return resume
+
+
+def close_checkpoints(checkpoint_dir) -> None:
+    """Trained to the end: the checkpoints have done their job (rank 0 removes the folder once all ranks are done)."""
+    import shutil
+
+    from .distributed import barrier, is_main_process
+
+    barrier()
+    if is_main_process():
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def saving_arguments(checkpoint_dir, save_steps) -> dict:
+    """``TrainingArguments`` settings: a checkpoint every ``save_steps`` updates, the newest one kept."""
+    if checkpoint_dir is None:
+        return {"save_strategy": "no"}
+    return {"save_strategy": "steps", "save_steps": save_steps or 50, "save_total_limit": 1}
+
+
 def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batch_size, grad_accum, weight_decay,
                        max_grad_norm, seed, progress, checkpoint_dir=None, save_steps=None, run_id=None) -> dict:
     """Train ``model`` in place on ``batches`` of ``encoded`` examples; returns ``{"loss", "lr", "world_size",
@@ -115,14 +150,13 @@ def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batc
     resumes from the newest, skipping the batches already trained; the folder is removed when training ends.
     Under several processes it must be one folder every rank sees."""
     import json
-    import shutil
     from pathlib import Path
 
     import torch
     from transformers import TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from .distributed import barrier, is_main_process, rank, world_size
+    from .distributed import rank, world_size
     from .io import atomic_write_json
     from .models import cpu_autocast_dtype
     from .training import _accepts_logits_to_keep, _collate
@@ -133,16 +167,10 @@ def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batc
                          f"batch_size / {world} of every batch)")
     cuda = str(next(model.parameters()).device).startswith("cuda")  # train where the model is, as the loop does
     history = {"loss": [], "lr": [], "world_size": world, "rank_slots": []}
-    resume = None
-    if checkpoint_dir is not None:
-        resume = check_checkpoint_dir(checkpoint_dir, run_id)
-        if resume is not None:  # the losses, rates and slots of the steps already done
-            history = json.loads((Path(resume) / f"course_history_rank{rank()}.json").read_text(encoding="utf-8"))
-            history["resumed_from_step"] = int(Path(resume).name.split("-")[-1])
-        barrier()  # every rank has read the folder before rank 0 writes to it
-        if is_main_process():
-            Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-            atomic_write_json(Path(checkpoint_dir) / "run.json", {"run": run_id})
+    resume = None if checkpoint_dir is None else open_checkpoints(checkpoint_dir, run_id)
+    if resume is not None:  # the losses, rates and slots of the steps already done
+        history = json.loads((Path(resume) / f"course_history_rank{rank()}.json").read_text(encoding="utf-8"))
+        history["resumed_from_step"] = int(Path(resume).name.split("-")[-1])
 
     class Record(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -160,8 +188,7 @@ def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batc
     def collate(items):
         return dict(_collate(items, tokenizer.pad_token_id), course_slots=torch.tensor([i["slot"] for i in items]))
 
-    saving = dict(save_strategy="steps", save_steps=save_steps or 50, save_total_limit=1) \
-        if checkpoint_dir is not None else dict(save_strategy="no")
+    saving = saving_arguments(checkpoint_dir, save_steps)
     with tempfile.TemporaryDirectory(prefix="helpers-trainer-") as scratch:
         out = str(checkpoint_dir) if checkpoint_dir is not None else scratch
         args = TrainingArguments(
@@ -185,9 +212,7 @@ def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batc
         if not progress:
             trainer.remove_callback(ProgressCallback)
         trainer.train(resume_from_checkpoint=resume)
-    if checkpoint_dir is not None:  # trained to the end: the checkpoints have done their job
-        barrier()
-        if is_main_process():
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if checkpoint_dir is not None:
+        close_checkpoints(checkpoint_dir)
     trainer.model.eval()
     return history

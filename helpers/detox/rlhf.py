@@ -39,6 +39,13 @@ class RLHFMethod(_TrainedMethod):
         self.judge = judge
         self.samples: list[dict] = []
 
+    def check_checkpoint_options(self, options: dict):
+        """No checkpoint resume here: the sampled completions and rewards (``self.samples``, what the chapter
+        shows) live in this process, so a resumed run would report only the steps after the checkpoint."""
+        if "checkpoint_dir" in options or "save_steps" in options:
+            raise ValueError("rlhf: checkpoint resume (checkpoint_dir, save_steps) is not supported; SFT and DPO "
+                             "have it")
+
     def global_batch(self) -> tuple[str, int]:
         return "num_generations × prompts_per_step", self.settings["num_generations"] * self.settings["prompts_per_step"]
 

@@ -186,21 +186,25 @@ def _finish(model, base):
 
 
 def _training_args(config_cls, *, steps: int, batch_size: int, grad_accum: int, lr: float, seed: int,
-                   progress: bool, output_dir: str, **extra):
+                   progress: bool, output_dir: str, checkpoint_dir=None, save_steps=None, **extra):
     """TRL/transformers training arguments for a short, unsaved, unlogged-to-the-cloud run on CPU or CUDA.
 
     ``batch_size`` is the global batch of one forward (all processes together): under torchrun / accelerate each
     of the N ranks takes ``batch_size / N`` of it, so an update sees the same examples however many processes run
-    (TRL's own ``per_device_train_batch_size`` would multiply the batch by N)."""
+    (TRL's own ``per_device_train_batch_size`` would multiply the batch by N). With ``checkpoint_dir`` the
+    trainer writes there (instead of ``output_dir``, a scratch folder) a checkpoint every ``save_steps`` updates."""
     import torch
 
     from ..common.distributed import world_size
+    from ..common.trainer_engine import saving_arguments
 
     cuda = torch.cuda.is_available()
     return config_cls(
-        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size // world_size(),
+        output_dir=str(checkpoint_dir or output_dir), max_steps=steps,
+        per_device_train_batch_size=batch_size // world_size(),
         gradient_accumulation_steps=grad_accum, learning_rate=lr, lr_scheduler_type="constant",
-        warmup_steps=0, seed=seed, data_seed=seed, report_to="none", save_strategy="no", logging_steps=1,
+        warmup_steps=0, seed=seed, data_seed=seed, report_to="none", logging_steps=1,
+        **saving_arguments(checkpoint_dir, save_steps),
         disable_tqdm=not progress, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
         gradient_checkpointing=False, dataloader_num_workers=0, **extra)
 
@@ -229,6 +233,9 @@ class _TrainedMethod(Method):
         "limit": (8, None),                  # training records used (None: all)
         "max_prompt_tokens": (192, 768),
         "max_response_tokens": (64, 256),
+        # checkpoint resume (transformers' Trainer, TRL's trainers): a folder, and every how many updates to save
+        "checkpoint_dir": (None, None),
+        "save_steps": (50, 50),
     }
 
     def __init__(self, scale: str | None = None, seed: int = 0, progress: bool = True, **options):
@@ -243,6 +250,44 @@ class _TrainedMethod(Method):
         self.scale, self.seed, self.progress = scale, seed, progress
         self.history: dict = {}
         self.check_batch_split()
+        self.check_checkpoint_options(options)
+
+    def check_checkpoint_options(self, options: dict):
+        """``save_steps`` a whole number ≥ 1 and only with ``checkpoint_dir``; that folder not a file (before any
+        model loads)."""
+        steps = self.settings["save_steps"]
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"save_steps must be a whole number ≥ 1 (got {steps!r})")
+        folder = self.settings["checkpoint_dir"]
+        if "save_steps" in options and folder is None:
+            raise ValueError("save_steps needs checkpoint_dir (the folder the checkpoints go to)")
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f"checkpoint_dir {folder}: exists and is not a folder")
+
+    def run_id(self, model, pairs) -> str:
+        """What a checkpoint folder must have been written by to be resumed: the method, its training settings,
+        the seed, the training pairs, the model and the number of processes."""
+        from ..common.distributed import world_size
+        from ..common.io import settings_hash
+
+        keep = {k: v for k, v in self.settings.items() if k not in ("checkpoint_dir", "save_steps")}
+        return settings_hash({"method": self.name, "settings": keep, "seed": self.seed, "pairs": list(pairs),
+                              "model": getattr(model, "name_or_path_for_course", None)
+                              or getattr(model.config, "_name_or_path", ""), "world_size": world_size()})
+
+    def train_resumably(self, trainer, model, pairs):
+        """``trainer.train()``, resuming from the newest checkpoint in ``checkpoint_dir`` when one is set (TRL's
+        trainers are ``transformers.Trainer`` subclasses: weights, optimizer, schedule and random states come
+        back, the batches already trained are skipped); the folder goes once training ends."""
+        from ..common.trainer_engine import close_checkpoints, open_checkpoints
+
+        folder = self.settings["checkpoint_dir"]
+        resume = None if folder is None else open_checkpoints(folder, self.run_id(model, pairs))
+        trainer.train(resume_from_checkpoint=resume)
+        if resume is not None:
+            self.history["resumed_from_step"] = int(Path(resume).name.split("-")[-1])
+        if folder is not None:
+            close_checkpoints(folder)
 
     def global_batch(self) -> tuple[str, int]:
         """(option, size) of the batch one forward takes over all processes (split over the ranks)."""
@@ -295,20 +340,7 @@ class SFTMethod(_TrainedMethod):
 
     name = "sft"
     DEFAULTS = {**_TrainedMethod.DEFAULTS, "epochs": (2, 3), "lr": (5e-5, 1e-5), "batch_size": (4, 8),
-                "lora": (False, False), "lora_r": (16, 16),
-                # checkpoint resume (the Trainer engine): a folder, and every how many updates to save there
-                "checkpoint_dir": (None, None), "save_steps": (50, 50)}
-
-    def __init__(self, *args, **options):
-        super().__init__(*args, **options)
-        steps = self.settings["save_steps"]
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"save_steps must be a whole number ≥ 1 (got {steps!r})")
-        folder = self.settings["checkpoint_dir"]
-        if "save_steps" in options and folder is None:
-            raise ValueError("save_steps needs checkpoint_dir (the folder the checkpoints go to)")
-        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
-            raise ValueError(f"checkpoint_dir {folder}: exists and is not a folder")
+                "lora": (False, False), "lora_r": (16, 16)}
 
     def train(self, model, tokenizer, pairs):
         from ..common.training import finetune
@@ -364,13 +396,14 @@ class DPOMethod(_TrainedMethod):
         with tempfile.TemporaryDirectory() as tmp:
             args = _training_args(DPOConfig, steps=s["steps"], batch_size=s["batch_size"],
                                   grad_accum=s["grad_accum"], lr=s["lr"], seed=self.seed, progress=self.progress,
-                                  output_dir=tmp, beta=s["beta"],
+                                  output_dir=tmp, beta=s["beta"], checkpoint_dir=s["checkpoint_dir"],
+                                  save_steps=s["save_steps"],
                                   max_length=s["max_prompt_tokens"] + s["max_response_tokens"] + 64)
             trainer = DPOTrainer(model=policy, ref_model=ref, args=args,
                                  train_dataset=_conversational(pairs, "chosen", "rejected"),
                                  processing_class=copy.deepcopy(tokenizer),
                                  peft_config=_lora_config(s["lora_r"], 2 * s["lora_r"]) if s["lora"] else None)
-            _quiet(trainer, self.progress).train()
+            self.train_resumably(_quiet(trainer, self.progress), model, pairs)
         _record_log(self.history, trainer)
         trained = trainer.model
         del trainer, ref
