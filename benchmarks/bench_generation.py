@@ -1,11 +1,15 @@
 """Tokens/s of batched generation vs one prompt at a time, on the embedded model.
 
     python benchmarks/bench_generation.py [--prompts 16] [--batch-size 8] [--max-new-tokens 48] [--no-dtype]
+                                          [--no-engines]
 
 Prints both throughputs and their ratio in one run, then (``--dtype``, the default) batched generation with
 bfloat16 weights against float32 weights, the ratio and how many greedy replies are equal, with what the
 CPU supports (native bf16 from its flags: AMX / AVX512-BF16). Generated tokens are counted up to each reply's
-end-of-sequence token, so padding after an early stop is not counted as work done.
+end-of-sequence token, so padding after an early stop is not counted as work done. ``--engines`` (the default)
+last: the course's ``generate`` with transformers' continuous batching (``engine="continuous"``,
+``model.generate_batch``) against padded ``model.generate`` batches (``engine="generate"``), in float32, with the
+ratio and how many greedy replies are equal (tokens counted by re-tokenizing the replies, the same for both).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import time
 
 import torch
 
-from helpers.common.generation import chat_prompt
+from helpers.common.generation import chat_prompt, generate
 from helpers.common.models import cpu_bf16_support, load_model
 from helpers.llm2llm.gsm8k import load_gsm8k
 
@@ -43,6 +47,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--dtype", action=argparse.BooleanOptionalAction, default=True,
                         help="also compare batched generation with bfloat16 and float32 weights")
+    parser.add_argument("--engines", action=argparse.BooleanOptionalAction, default=True,
+                        help="also compare continuous batching (generate_batch) with padded model.generate batches")
     args = parser.parse_args()
     model, tokenizer = load_model()
     prompts = [r["question"] for r in load_gsm8k("test", limit=args.prompts)]
@@ -68,6 +74,22 @@ def main() -> None:
         print(f"dtype (batch size {args.batch_size}; native bf16 on this CPU: {cpu_bf16_support() or 'no'}): float32 "
               f"weights {fp32:.1f} tokens/s, bfloat16 weights {bf16:.1f} tokens/s, ratio {bf16 / fp32:.2f}x; "
               f"greedy replies equal {same}/{len(prompts)}")
+    if args.engines:
+        model, tokenizer = load_model(dtype=torch.float32)
+        timed = {}
+        for engine in ("generate", "continuous", "generate", "continuous"):  # A B A B: the best of two each
+            start = time.perf_counter()
+            replies = generate(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
+                               batch_size=args.batch_size, progress=False, engine=engine)
+            seconds = time.perf_counter() - start
+            if engine not in timed or seconds < timed[engine][1]:
+                timed[engine] = (replies, seconds)
+        (padded, padded_s), (cont, cont_s) = timed["generate"], timed["continuous"]
+        tokens = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in padded)
+        same = sum(a == b for a, b in zip(padded, cont))
+        print(f"engine (float32, batch size {args.batch_size}, best of 2): model.generate {tokens / padded_s:.1f} "
+              f"tokens/s ({padded_s:.1f} s), continuous batching {tokens / cont_s:.1f} tokens/s ({cont_s:.1f} s), "
+              f"ratio {padded_s / cont_s:.2f}x; greedy replies equal {same}/{len(prompts)}")
 
 
 if __name__ == "__main__":

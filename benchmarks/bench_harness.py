@@ -2,6 +2,7 @@
 
     python benchmarks/bench_harness.py [--data sample] [--records 4] [--max-new-tokens 32] [--batch-size 16]
                                        [--max-input-tokens 1024] [--threads N] [--full-batches] [--cap N] [--per-input]
+                                       [--no-continuous]
 
 All runs evaluate the same records with the vanilla embedded model and the keyword judge (so the time is
 generation, which dominates) and print records/min:
@@ -19,10 +20,14 @@ bf16 from its flags: AMX / AVX512-BF16; without it bf16 is emulated and slow, so
 ``--dtype-anyway``). ``--per-input`` adds the simplest loop, one input at a time (batch size 1); ``--full-batches`` adds the
 batched run without bucketing; ``--cap N`` adds a batched run with inputs capped
 at N tokens (a different setting: the model sees less of each prompt, so it is printed separately).
+``--continuous`` (default on) repeats the batched run with transformers' continuous batching
+(``HELPERS_GENERATION=continuous``: ``model.generate_batch``, no padding, no length buckets, in float32) and
+prints its ratio to the padded batched run and how many replies are equal.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -63,6 +68,8 @@ def main() -> None:
                         help="also run the simplest loop: one input at a time (batch size 1)")
     parser.add_argument("--dtype", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the batched harness with bf16 weights (on a CPU with native bf16)")
+    parser.add_argument("--continuous", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the batched harness with continuous batching (model.generate_batch)")
     parser.add_argument("--dtype-anyway", action="store_true", help="the bf16 row even without native bf16")
     args = parser.parse_args()
     if args.threads:
@@ -93,6 +100,15 @@ def main() -> None:
         print(f"speed-up, batched vs one input at a time             : {single_input_s / batched_s:5.2f}x")
     print(f"speed-up, batched vs one record at a time (naive)    : {naive_s / batched_s:5.2f}x")
     print(f"speed-up, batched vs one record at a time (bucketed) : {single_s / batched_s:5.2f}x")
+    if args.continuous:
+        os.environ["HELPERS_GENERATION"] = "continuous"
+        try:
+            cont_s, cont = run(model, tokenizer, records, per_record=False, batch_size=args.batch_size, **common)
+        finally:
+            del os.environ["HELPERS_GENERATION"]
+        line("batched, continuous batching", cont_s, f"  {batched_s / cont_s:.2f}x the padded batched run; "
+             f"same replies as batched: {same_replies(batched, cont)}")
+        print(f"speed-up, continuous batching vs one record at a time (naive): {naive_s / cont_s:5.2f}x")
     if args.full_batches:
         full_s, _ = run(model, tokenizer, records, per_record=False, batch_size=args.batch_size, pad_budget=None, **common)
         line("batched across records, no buckets", full_s)

@@ -1,6 +1,14 @@
-"""Batched chat generation: chat template, left padding, greedy by default, seeded sampling optional."""
+"""Batched chat generation: chat template, left padding, greedy by default, seeded sampling optional.
+
+Two in-process engines (``engine=`` or ``HELPERS_GENERATION``): ``"generate"`` — ``model.generate`` on padded
+batches — and ``"continuous"`` — transformers' continuous batching (``model.generate_batch``: a paged KV cache,
+requests join the running batch as others finish, no padding). ``"auto"`` (the default) takes continuous batching
+on a GPU for calls of more than one batch, ``model.generate`` elsewhere.
+"""
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Sequence
 
 from tqdm.auto import tqdm
@@ -50,6 +58,7 @@ def generate(
     desc: str = "generating",
     use_chat_template: bool = True,
     stop: Sequence[str] | None = None,
+    engine: str | None = None,
 ) -> list[str]:
     """Generate one reply per prompt, ``batch_size`` prompts at a time; returns decoded strings.
 
@@ -63,6 +72,10 @@ def generate(
 
     ``model`` may be a :class:`helpers.common.backend.ServerBackend` (``tokenizer`` then unused): the prompts go to
     its OpenAI-compatible server as chat messages, with the same greedy/sampling settings.
+
+    ``engine``: ``"generate"``, ``"continuous"`` or ``"auto"`` (see :func:`generation_engine`). Greedy replies of
+    the two engines are the same texts (tested on the CPU in float32); the continuous engine applies ``stop`` to
+    the finished reply (same cut, no early stop) and seeds sampling through its own generator.
     """
     if getattr(model, "is_server_backend", False):  # under sharded_work: rank 0's requests only
         replies = on_main_only(lambda: model.generate(
@@ -85,6 +98,7 @@ def generate(
     if seed is not None:
         torch.manual_seed(seed)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    engine = generation_engine(model, engine, n_batches=len(batches))
     was_training = model.training
     model.eval()
     gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id)
@@ -95,6 +109,12 @@ def generate(
     split = not do_sample  # sampling's random stream runs through the batches in order: never split
     local: dict[int, str] = {}
     mine = my_batches(batches, split=split)  # all of them, or this rank's share inside sharded_work()
+    if engine == "continuous":
+        mine_flat = [i for batch in mine for i in batch]
+        replies = continuous_replies(model, tokenizer, [texts[i] for i in mine_flat], gen_kwargs,
+                                     max_input_tokens=max_input_tokens, seed=seed, progress=progress)
+        local.update({i: cut_at_stop(r, stop).strip() for i, r in zip(mine_flat, replies)})
+        mine = []  # nothing left for the padded loop
     for batch in tqdm(mine, desc=desc, disable=not progress or len(mine) < 2, leave=False):
         tokenizer.truncation_side = "left"
         enc = tokenizer(
@@ -116,6 +136,59 @@ def generate(
     if was_training:
         model.train()
     return outputs  # type: ignore[return-value]
+
+
+ENGINES = ("auto", "generate", "continuous")
+
+
+def generation_engine(model, engine: str | None = None, *, n_batches: int = 2) -> str:
+    """The in-process engine a :func:`generate` call uses: ``engine`` if given, else ``HELPERS_GENERATION``, else
+    ``"auto"`` — continuous batching on a CUDA model that has ``generate_batch`` when the call spans more than one
+    batch (where padding and waiting for the longest reply cost the most), ``model.generate`` otherwise. The GPU
+    default has not been run on a GPU in this project (none was lent); on the CPU it is slower than padded batches
+    (a paged cache and a scheduler thread for a few prompts), hence not the CPU default."""
+    name = engine if engine is not None else os.environ.get("HELPERS_GENERATION", "auto")
+    if name not in ENGINES:
+        where = "engine" if engine is not None else "HELPERS_GENERATION"
+        raise ValueError(f"{where} must be one of {', '.join(ENGINES)} (got {name!r})")
+    if name == "continuous" and not hasattr(model, "generate_batch"):
+        raise ValueError("engine 'continuous' needs transformers' continuous batching (model.generate_batch)")
+    if name != "auto":
+        return name
+    device = next(model.parameters()).device
+    return "continuous" if device.type == "cuda" and hasattr(model, "generate_batch") and n_batches > 1 else "generate"
+
+
+def continuous_replies(model, tokenizer, texts: Sequence[str], gen_kwargs: dict, *, max_input_tokens: int | None,
+                       seed: int | None = None, progress: bool = False) -> list[str]:
+    """Decoded replies to ``texts`` (chat-formatted prompts) from ``model.generate_batch``, in input order.
+
+    The model's own generation config (its end-of-turn tokens) with ``gen_kwargs`` on top, as ``model.generate``
+    gets; each prompt keeps its last ``max_input_tokens`` tokens. ``generate_batch`` logs a failed request and
+    leaves it out, so a missing or failed reply raises ``RuntimeError`` here instead of passing silently."""
+    import copy
+
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    tokenizer.truncation_side = "left"
+    ids = tokenizer(list(texts), add_special_tokens=False, truncation=max_input_tokens is not None,
+                    max_length=max_input_tokens)["input_ids"]
+    config = copy.deepcopy(model.generation_config)
+    config.update(**gen_kwargs)
+    cuda = next(model.parameters()).device.type == "cuda"
+    sizing = {} if cuda else {  # off a GPU: a cache just big enough (the default sizes it from GPU memory)
+        "num_blocks": sum(-(-(len(row) + config.max_new_tokens) // 256) for row in ids) + 1, "max_batch_tokens": 512}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # warm-up pre-captures CUDA graphs: on a GPU only (on a CPU it costs ~11 s a call and captures nothing)
+        out = model.generate_batch(ids, generation_config=config, progress_bar=progress, warmup=cuda,
+                                   continuous_batching_config=ContinuousBatchingConfig(seed=seed, **sizing))
+    results = list(out.values())
+    if len(results) != len(ids) or any(r.error is not None or not r.is_finished() for r in results):
+        bad = [r.request_id for r in results if r.error is not None]
+        raise RuntimeError(f"continuous batching returned {len(results)} of {len(ids)} replies"
+                           + (f" (failed: {', '.join(bad)})" if bad else ""))
+    return [tokenizer.decode(r.generated_tokens, skip_special_tokens=True) for r in results]
 
 
 class StopOnNewText:

@@ -109,13 +109,16 @@ def generate_bucketed(model, tokenizer, prompts: Sequence, *, max_new_tokens: in
     """
     from tqdm.auto import tqdm
 
-    from ..common.generation import chat_prompt, generate
+    from ..common.generation import chat_prompt, generate, generation_engine
 
     prompts = list(prompts)
     if not prompts:
         return []
     if getattr(model, "is_server_backend", False):  # an OpenAI-compatible server batches by itself
         return model.generate(prompts, max_new_tokens=max_new_tokens, progress=progress, desc=desc)
+    if generation_engine(model, n_batches=2) == "continuous":  # no padding to budget: one call, the scheduler batches
+        return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                        max_input_tokens=max_input_tokens, progress=progress, desc=desc, engine="continuous")
     if pad_budget == "auto":
         device = next(model.parameters()).device
         pad_budget = 8 * max_new_tokens if device.type == "cpu" else None
