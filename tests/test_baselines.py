@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from tiny_models import tiny_causal_lm
+from trainer_crash import count_trainer_steps, crash_trainer_at
 
 from helpers.common.models import load_tokenizer, parameter_checksum
 from helpers.detox.ext_sub import ExtSubMethod, add_to_weights, deficiency_component
@@ -73,42 +74,6 @@ def test_sft_lowers_nll_of_safe_responses(tiny, train_records, pairs):
     assert method.history["n_train_pairs"] == 3
 
 
-def test_sft_killed_mid_training_resumes_from_its_checkpoint(tiny, train_records, tmp_path, monkeypatch):
-    """``--option checkpoint_dir=DIR --option save_steps=1``: SFT killed at its 3rd of 4 updates reruns only
-    updates 3 and 4 (the first two come from ``DIR/checkpoint-2``) and ends with the uninterrupted run's losses
-    and weights; the folder is removed at the end."""
-    from transformers import Trainer
-
-    model, tokenizer = tiny
-    settings = dict(epochs=4, batch_size=3, lr=1e-3, **TINY)  # 3 pairs, one batch each epoch: 4 updates
-    whole = SFTMethod(checkpoint_dir=str(tmp_path / "whole"), save_steps=1, **settings)
-    expected = whole.prepare(model, tokenizer, train_records)
-    calls, step = [], Trainer.training_step
-
-    def killed_at_the_third(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "training_step", killed_at_the_third)
-    folder = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
-        SFTMethod(checkpoint_dir=str(folder), save_steps=1, **settings).prepare(model, tokenizer, train_records)
-    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-2"]
-    rerun = []
-    monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **k: rerun.append(1) or step(self, *a, **k))
-    method = SFTMethod(checkpoint_dir=str(folder), save_steps=1, **settings)
-    resumed = method.prepare(model, tokenizer, train_records)
-    assert len(rerun) == 2 and method.history["resumed_from_step"] == 2
-    assert method.history["engine"] == "trainer" and len(method.history["loss"]) == 4
-    assert method.history["loss"] == pytest.approx(whole.history["loss"], rel=1e-5)
-    assert parameter_checksum(resumed) == pytest.approx(parameter_checksum(expected), rel=1e-6)
-    assert not folder.exists() and not (tmp_path / "whole").exists()
-    with pytest.raises(ValueError, match="save_steps needs checkpoint_dir"):
-        SFTMethod(save_steps=5)
-
-
 def test_dpo_raises_the_chosen_margin(tiny, train_records, pairs):
     model, tokenizer = tiny
     before_sum = parameter_checksum(model)
@@ -120,45 +85,48 @@ def test_dpo_raises_the_chosen_margin(tiny, train_records, pairs):
     assert "forward" not in trained.__dict__  # TRL's fused-head patch is removed
 
 
-def test_dpo_killed_mid_training_resumes_from_its_checkpoint(tiny, train_records, tmp_path, monkeypatch):
-    """TRL's DPOTrainer is a transformers Trainer: with ``checkpoint_dir`` and ``save_steps=1``, DPO killed at its
-    3rd of 4 updates reruns only updates 3 and 4 and ends with the uninterrupted run's losses and weights; a folder
-    of another run (other hyper-parameters) is refused; RLHF refuses the options."""
-    from transformers import Trainer
-
-    from helpers.detox.rlhf import RLHFMethod
-
+@pytest.mark.parametrize("method_class, settings", [
+    (SFTMethod, dict(epochs=4, batch_size=3, lr=1e-3)),  # 3 pairs, one batch each epoch: 4 updates (the Trainer)
+    (DPOMethod, dict(steps=4, batch_size=3, lr=1e-4)),   # TRL's DPOTrainer, a Trainer: 4 updates of one batch
+], ids=["sft", "dpo"])
+def test_trained_baseline_killed_mid_training_resumes_from_its_checkpoint(method_class, settings, tiny,
+                                                                          train_records, tmp_path, monkeypatch):
+    """``--option checkpoint_dir=DIR --option save_steps=1``: SFT / DPO killed at its 3rd of 4 updates reruns
+    only updates 3 and 4 (the first two come from ``DIR/checkpoint-2``) and ends with the uninterrupted run's
+    losses and weights; a folder of another run (other hyper-parameters) is refused; the folder is removed at the
+    end."""
     model, tokenizer = tiny
-    settings = dict(steps=4, batch_size=3, lr=1e-4, **TINY)  # 3 pairs, one batch per update: 4 updates
-    whole = DPOMethod(checkpoint_dir=str(tmp_path / "whole"), save_steps=1, **settings)
+    settings = {**settings, **TINY}
+    whole = method_class(checkpoint_dir=str(tmp_path / "whole"), save_steps=1, **settings)
     expected = whole.prepare(model, tokenizer, train_records)
-    calls, step = [], Trainer.training_step
-
-    def killed_at_the_third(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "training_step", killed_at_the_third)
+    crash_trainer_at(monkeypatch, 3)
     folder = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        DPOMethod(checkpoint_dir=str(folder), save_steps=1, **settings).prepare(model, tokenizer, train_records)
+        method_class(checkpoint_dir=str(folder), save_steps=1, **settings).prepare(model, tokenizer, train_records)
     assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-2"]
     with pytest.raises(ValueError, match="other settings"):
-        DPOMethod(checkpoint_dir=str(folder), save_steps=1, **{**settings, "lr": 2e-4}).prepare(
+        method_class(checkpoint_dir=str(folder), save_steps=1, **{**settings, "lr": 2e-4}).prepare(
             model, tokenizer, train_records)
-    rerun = []
-    monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **k: rerun.append(1) or step(self, *a, **k))
-    method = DPOMethod(checkpoint_dir=str(folder), save_steps=1, **settings)
+    rerun = count_trainer_steps(monkeypatch)
+    method = method_class(checkpoint_dir=str(folder), save_steps=1, **settings)
     resumed = method.prepare(model, tokenizer, train_records)
     assert len(rerun) == 2 and method.history["resumed_from_step"] == 2
+    assert method.history["engine"] == {"sft": "trainer", "dpo": "trl"}[method.name]
     assert len(method.history["loss"]) == 4 and len(set(whole.history["loss"])) > 1
     assert method.history["loss"] == pytest.approx(whole.history["loss"], rel=1e-5)
     assert parameter_checksum(resumed) == pytest.approx(parameter_checksum(expected), rel=1e-6)
     assert not folder.exists() and not (tmp_path / "whole").exists()
+
+
+def test_checkpoint_options_are_checked():
+    from helpers.detox.rlhf import RLHFMethod
+
+    with pytest.raises(ValueError, match="save_steps needs checkpoint_dir"):
+        SFTMethod(save_steps=5)
+    with pytest.raises(ValueError, match="save_steps must be a whole number"):
+        DPOMethod(checkpoint_dir="ck", save_steps=0)
     with pytest.raises(ValueError, match="rlhf: checkpoint resume"):
-        RLHFMethod(checkpoint_dir=str(tmp_path / "r"))
+        RLHFMethod(checkpoint_dir="ck")
 
 
 class _VariedJudge(Judge):

@@ -298,28 +298,19 @@ def test_an_interrupted_fine_tuning_resumes_from_its_checkpoint(tiny_student, tm
     """``run_llm2llm(save_steps=1)`` (``--save-steps 1``): killed at the 3rd update of iteration 0's fine-tuning,
     the rerun resumes from ``OUT/checkpoints/iteration_00/checkpoint-2`` and ends with the uninterrupted run's
     summary and test answers; no checkpoint is left at the end."""
-    from transformers import Trainer
+    from trainer_crash import count_trainer_steps, crash_trainer_at
 
     _, model, tokenizer = tiny_student
     settings = dict(LOOP, epochs=2, batch_size=2, save_steps=1)  # 4 seeds, batches of 2, 2 epochs: 4 updates
     whole = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=0, out_dir=tmp_path / "whole",
                         student=(model, tokenizer), **settings)
-    calls, step = [], Trainer.training_step
-
-    def killed_at_the_third(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "training_step", killed_at_the_third)
+    crash_trainer_at(monkeypatch, 3)
     out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=0, out_dir=out, student=(model, tokenizer),
                     **settings)
     assert [p.name for p in (out / "checkpoints" / "iteration_00").glob("checkpoint-*")] == ["checkpoint-2"]
-    rerun = []
-    monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **k: rerun.append(1) or step(self, *a, **k))
+    rerun = count_trainer_steps(monkeypatch)
     resumed = run_llm2llm(SmallGSM8K(), "programmatic-gsm8k", iterations=0, out_dir=out,
                           student=(model, tokenizer), **settings)
     assert len(rerun) == 2  # updates 3 and 4 only: the first two came from the checkpoint

@@ -65,7 +65,7 @@ def test_trainer_engine_resumes_a_fine_tuning_run_from_its_newest_checkpoint(tin
     """``finetune(checkpoint_dir=…, save_steps=2)``: a run killed at its 5th update resumes from checkpoint-4
     (weights, optimizer, schedule) and ends with the uninterrupted run's per-step losses and weights; the folder
     is removed at the end; a folder of another run's checkpoints is refused."""
-    from transformers import Trainer
+    from trainer_crash import count_trainer_steps, crash_trainer_at
 
     from helpers.common.models import parameter_checksum
     from helpers.common.training import finetune
@@ -76,18 +76,10 @@ def test_trainer_engine_resumes_a_fine_tuning_run_from_its_newest_checkpoint(tin
     whole = finetune(model, EXAMPLES, checkpoint_dir=tmp_path / "whole", **settings)
     assert whole.finetune_history["engine"] == "trainer" and not (tmp_path / "whole").exists()
 
-    calls, step = [], Trainer.training_step
-
-    def crash_at_the_fifth(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt("killed")
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "training_step", crash_at_the_fifth)
+    crash_trainer_at(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         finetune(model, EXAMPLES, checkpoint_dir=tmp_path / "cut", **settings)
-    monkeypatch.setattr(Trainer, "training_step", step)
+    count_trainer_steps(monkeypatch)
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["checkpoint-4", "run.json"]
     with pytest.raises(ValueError, match="other settings"):
         finetune(model, EXAMPLES, checkpoint_dir=tmp_path / "cut", **dict(settings, lr=1e-3))
