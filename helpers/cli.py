@@ -74,7 +74,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name = COMMANDS[args.command][0]
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the results' "command"
-    return run_guarded(_command_function(module_name, args.command, "main"), args)
+    command = _command_function(module_name, args.command, "main")
+
+    def checked(arguments):
+        if arguments.command != "info":  # info reports the settings, bad ones included
+            _check_environment()
+        return command(arguments)
+
+    return run_guarded(checked, args)
+
+
+def _check_environment() -> None:
+    """The course's settings read from the environment, checked before any command loads a model: an unknown
+    ``HELPERS_DTYPE``, ``HELPERS_ENGINE`` or ``HELPERS_GENERATION`` is bad input (one ``error:`` line)."""
+    from .common.generation import ENGINES as GENERATION_ENGINES
+    from .common.models import _dtype_setting
+    from .common.training import ENGINES as TRAINING_ENGINES
+
+    _dtype_setting()
+    for name, allowed in (("HELPERS_ENGINE", TRAINING_ENGINES), ("HELPERS_GENERATION", GENERATION_ENGINES)):
+        value = os.environ.get(name, "").strip().lower()
+        if value and value not in allowed:
+            raise ValueError(f"{name}={os.environ[name]!r}: choose one of {', '.join(allowed)}")
 
 
 def run_guarded(function, *args) -> int:

@@ -50,6 +50,12 @@ PROBES = [
      "save_steps needs checkpoint_dir", {}),
     ("helpers", ["safeedit-eval", "--data", "built", "--method", "rlhf", "--option", "checkpoint_dir=ck"],
      "rlhf: checkpoint resume", {}),
+    # the course's settings from the environment
+    ("helpers", ["safeedit-eval", "--data", "built", "--limit", "1"], "HELPERS_GENERATION='vllm'",
+     {"HELPERS_GENERATION": "vllm"}),
+    ("helpers", ["gsm8k-eval", "--data", "test", "--limit", "1", "--out", "{tmp}/g.json"], "HELPERS_ENGINE='fast'",
+     {"HELPERS_ENGINE": "fast"}),
+    ("helpers", ["safeedit-eval", "--data", "built", "--limit", "1"], "HELPERS_DTYPE", {"HELPERS_DTYPE": "int4"}),
     # under a 2-process launch a trained baseline's global batch must split over the ranks
     ("helpers", ["safeedit-eval", "--data", "built", "--method", "dpo", "--option", "batch_size=3"],
      "batch_size 3 must be a multiple of the 2 processes", {"WORLD_SIZE": "2"}),
