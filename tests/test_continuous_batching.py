@@ -78,3 +78,27 @@ def test_a_request_lost_by_continuous_batching_raises(embedded, monkeypatch):
     monkeypatch.setattr(type(model), "generate_batch", loses_the_last)
     with pytest.raises(RuntimeError, match="returned 1 of 2 replies"):
         generate(model, tokenizer, PROMPTS[:2], max_new_tokens=4, progress=False, engine="continuous")
+
+
+def test_auto_falls_back_to_model_generate_when_continuous_batching_fails(embedded, monkeypatch):
+    """Where ``auto`` chose continuous batching (a GPU) and it fails, the call warns, answers with padded
+    ``model.generate`` batches and ``auto`` keeps to them; an explicit ``engine="continuous"`` raises instead."""
+    from helpers.common import generation
+
+    model, tokenizer = embedded
+    monkeypatch.delenv("HELPERS_GENERATION", raising=False)
+    monkeypatch.setattr(generation, "_continuous_failed", None)
+    monkeypatch.setattr(generation, "_on_gpu", lambda model: True)  # as auto sees a CUDA model
+    assert generation_engine(model, n_batches=3) == "continuous"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no paged attention kernel")
+
+    monkeypatch.setattr(generation, "continuous_replies", broken)
+    kwargs = dict(max_new_tokens=8, batch_size=2, progress=False)
+    with pytest.warns(UserWarning, match="continuous batching failed .*no paged attention kernel"):
+        replies = generate(model, tokenizer, PROMPTS, **kwargs)
+    assert replies == generate(model, tokenizer, PROMPTS, engine="generate", **kwargs)
+    assert generation_engine(model, n_batches=3) == "generate"
+    with pytest.raises(RuntimeError, match="no paged attention kernel"):
+        generate(model, tokenizer, PROMPTS, engine="continuous", **kwargs)
