@@ -198,7 +198,7 @@ def continuous_replies(model, tokenizer, texts: Sequence[str], gen_kwargs: dict,
                     max_length=max_input_tokens)["input_ids"]
     config = copy.deepcopy(model.generation_config)
     config.update(**gen_kwargs)
-    cuda = next(model.parameters()).device.type == "cuda"
+    cuda = _on_gpu(model)
     sizing = {} if cuda else {  # off a GPU: a cache just big enough (the default sizes it from GPU memory)
         "num_blocks": sum(-(-(len(row) + config.max_new_tokens) // 256) for row in ids) + 1, "max_batch_tokens": 512}
     with warnings.catch_warnings():

@@ -103,21 +103,18 @@ def check_checkpoint_dir(checkpoint_dir, run_id: str) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
-def open_checkpoints(checkpoint_dir, run_id: str) -> str | None:
-    """Check ``checkpoint_dir`` (:func:`check_checkpoint_dir`), then let rank 0 mark it with ``run_id`` once every
-    rank has looked; returns the checkpoint to resume from (``None``: start afresh). Shared by the course's
-    ``Trainer`` engine and the TRL baselines (DPO, RLHF)."""
+def mark_checkpoints(checkpoint_dir, run_id: str) -> None:
+    """Once every rank has read ``checkpoint_dir`` (:func:`check_checkpoint_dir`, and what it resumes from), rank 0
+    marks it as this run's (``run.json``). Shared by the course's ``Trainer`` engine and TRL's DPO."""
     from pathlib import Path
 
     from .distributed import barrier, is_main_process
     from .io import atomic_write_json
 
-    resume = check_checkpoint_dir(checkpoint_dir, run_id)
     barrier()  # every rank has read the folder before rank 0 writes to it
     if is_main_process():
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(checkpoint_dir) / "run.json", {"run": run_id})
-    return resume
 
 
 def close_checkpoints(checkpoint_dir) -> None:
@@ -167,10 +164,13 @@ def train_with_trainer(model, tokenizer, encoded, batches, *, lr, schedule, batc
                          f"batch_size / {world} of every batch)")
     cuda = str(next(model.parameters()).device).startswith("cuda")  # train where the model is, as the loop does
     history = {"loss": [], "lr": [], "world_size": world, "rank_slots": []}
-    resume = None if checkpoint_dir is None else open_checkpoints(checkpoint_dir, run_id)
-    if resume is not None:  # the losses, rates and slots of the steps already done
-        history = json.loads((Path(resume) / f"course_history_rank{rank()}.json").read_text(encoding="utf-8"))
-        history["resumed_from_step"] = int(Path(resume).name.split("-")[-1])
+    resume = None
+    if checkpoint_dir is not None:
+        resume = check_checkpoint_dir(checkpoint_dir, run_id)
+        if resume is not None:  # the losses, rates and slots of the steps already done
+            history = json.loads((Path(resume) / f"course_history_rank{rank()}.json").read_text(encoding="utf-8"))
+            history["resumed_from_step"] = int(Path(resume).name.split("-")[-1])
+        mark_checkpoints(checkpoint_dir, run_id)
 
     class Record(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

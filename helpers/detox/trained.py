@@ -279,10 +279,13 @@ class _TrainedMethod(Method):
         """``trainer.train()``, resuming from the newest checkpoint in ``checkpoint_dir`` when one is set (TRL's
         trainers are ``transformers.Trainer`` subclasses: weights, optimizer, schedule and random states come
         back, the batches already trained are skipped); the folder goes once training ends."""
-        from ..common.trainer_engine import close_checkpoints, open_checkpoints
+        from ..common.trainer_engine import check_checkpoint_dir, close_checkpoints, mark_checkpoints
 
-        folder = self.settings["checkpoint_dir"]
-        resume = None if folder is None else open_checkpoints(folder, self.run_id(model, pairs))
+        folder, resume = self.settings["checkpoint_dir"], None
+        if folder is not None:
+            run_id = self.run_id(model, pairs)
+            resume = check_checkpoint_dir(folder, run_id)
+            mark_checkpoints(folder, run_id)
         trainer.train(resume_from_checkpoint=resume)
         if resume is not None:
             self.history["resumed_from_step"] = int(Path(resume).name.split("-")[-1])
